@@ -1,7 +1,9 @@
 """Errors raised for bad dataset input. Each message names the input and the fix."""
 
+from ..errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset, manifest or label file is missing or malformed."""
 
 

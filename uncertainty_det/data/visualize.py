@@ -1,0 +1,73 @@
+"""Drawing ground-truth boxes and sample grids of a manifest (PIL + NumPy)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .images import load_rgb
+from .manifest import Manifest
+
+# A qualitative palette (RGB) that stays readable on light and dark images.
+PALETTE = np.array(
+    [
+        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+        [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [170, 110, 40],
+    ],
+    dtype=np.uint8,
+)
+
+
+def class_color(class_id: int) -> tuple[int, int, int]:
+    """A stable colour per 1-based class id."""
+    return tuple(int(v) for v in PALETTE[(int(class_id) - 1) % len(PALETTE)])
+
+
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, class_ids: Sequence[int], labels: Sequence[str] | None = None, width: int = 2
+) -> np.ndarray:
+    """Draw ``[N,4]`` ``[ymin, xmin, ymax, xmax]`` pixel boxes on an ``[H,W,3]`` uint8 image; returns a copy."""
+    canvas = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for k, (ymin, xmin, ymax, xmax) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4)):
+        color = class_color(class_ids[k])
+        draw.rectangle([xmin, ymin, xmax, ymax], outline=color, width=width)
+        if labels is not None:
+            text = str(labels[k])
+            tw = 6 * len(text) + 4
+            draw.rectangle([xmin, max(ymin - 11, 0), xmin + tw, max(ymin - 11, 0) + 11], fill=color)
+            draw.text((xmin + 2, max(ymin - 11, 0)), text, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def tile_images(images: Sequence[np.ndarray], cell: tuple[int, int] = (192, 192), cols: int = 4) -> np.ndarray:
+    """Tile ``[H,W,3]`` uint8 images into a grid of ``cell`` (H, W) sized, aspect-preserving thumbnails."""
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    grid = np.full((rows * cell[0], cols * cell[1], 3), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        thumb = Image.fromarray(img)
+        thumb.thumbnail((cell[1], cell[0]))
+        arr = np.asarray(thumb)
+        r, c = divmod(i, cols)
+        grid[r * cell[0] : r * cell[0] + arr.shape[0], c * cell[1] : c * cell[1] + arr.shape[1]] = arr
+    return grid
+
+
+def sample_grid(manifest: Manifest, num_images: int = 16, seed: int = 0, cols: int = 4) -> np.ndarray:
+    """A grid of up to ``num_images`` randomly chosen images with their labelled boxes (missing files skipped)."""
+    rng = np.random.default_rng(seed)
+    ids = manifest.image_ids
+    chosen = [ids[i] for i in sorted(rng.choice(len(ids), size=min(num_images, len(ids)), replace=False))] if ids else []
+    names = manifest.class_names
+    cat_index = {cid: i for i, cid in enumerate(manifest.category_ids)}
+    drawn = []
+    for img_id in chosen:
+        try:
+            image = load_rgb(manifest.image_path(img_id))
+        except OSError:
+            continue
+        objs = manifest.objects(img_id)
+        labels = [names[cat_index[c]] for c in objs.class_ids]
+        drawn.append(draw_boxes(image, objs.boxes, objs.class_ids, labels))
+    return tile_images(drawn, cols=cols)
