@@ -54,7 +54,8 @@ def load_json(src: Path) -> Any:
         with open(src, encoding="utf-8") as handle:
             return json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LabelFormatError(src, getattr(exc, "lineno", None), f"not valid JSON ({exc})", "fix or re-export the file") from None
+        line = getattr(exc, "lineno", None)
+        raise LabelFormatError(src, line, f"not valid JSON ({exc})", "fix or re-export the file") from None
 
 
 def _is_number(value: Any) -> bool:
@@ -87,7 +88,8 @@ def _group_annotations(data: dict, src: Path, report: ConversionReport) -> dict[
     for i, ann in enumerate(data["annotations"]):
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            raise LabelFormatError(src, None, f"annotations[{i}]: 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+            problem = f"annotations[{i}]: 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+            raise LabelFormatError(src, None, problem)
         for opt in ("occluded", "truncated", "score"):
             if ann.get(opt) is not None and not _is_number(ann[opt]):
                 raise LabelFormatError(src, None, f"annotations[{i}]: '{opt}' must be a number, got {ann[opt]!r}")

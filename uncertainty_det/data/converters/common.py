@@ -197,28 +197,47 @@ def label_files(folder: Path, suffix: str, exclude: Sequence[str] = ()) -> list[
 
 
 # ---------------------------------------------------------------------------------------- images
-def index_images(image_dir: Path | None) -> dict[str, Path]:
-    """Relative stem (posix) -> image path for every image below ``image_dir``.
+class ImageIndex:
+    """Finds the image of a label file by its relative stem below ``image_dir``.
 
-    When one stem has several image files the suffix earliest in ``IMAGE_SUFFIXES`` wins (png first).
+    ``find("seq/000001")`` tries ``image_dir/seq/000001.<suffix>`` first, then any image whose file
+    stem is ``000001`` when exactly one such image exists (labels in sub-folders with flat images,
+    or the reverse). When one stem has several image files the suffix earliest in ``IMAGE_SUFFIXES``
+    wins (png first).
     """
-    if image_dir is None or not Path(image_dir).is_dir():
-        return {}
-    image_dir = Path(image_dir)
-    rank = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
-    index: dict[str, Path] = {}
-    for root, dirs, files in os.walk(image_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix not in rank:
-                continue
-            path = Path(root) / name
-            stem = path.relative_to(image_dir).with_suffix("").as_posix()
-            old = index.get(stem)
-            if old is None or rank[suffix] < rank[old.suffix.lower()]:
-                index[stem] = path
-    return index
+
+    def __init__(self, image_dir: Path | None):
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+        self.by_rel: dict[str, Path] = {}
+        self.by_name: dict[str, Path | None] = {}
+        if self.image_dir is not None and self.image_dir.is_dir():
+            self._scan()
+
+    def _scan(self) -> None:
+        rank = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
+        for root, dirs, files in os.walk(self.image_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in files:
+                suffix = os.path.splitext(name)[1].lower()
+                if suffix not in rank:
+                    continue
+                path = Path(root) / name
+                rel = path.relative_to(self.image_dir).with_suffix("").as_posix()
+                old = self.by_rel.get(rel)
+                if old is None or rank[suffix] < rank[old.suffix.lower()]:
+                    self.by_rel[rel] = path
+        for rel, path in self.by_rel.items():
+            stem = rel.rsplit("/", 1)[-1]
+            self.by_name[stem] = None if stem in self.by_name else path  # None: ambiguous
+
+    def find(self, rel_stem: Path) -> Path | None:
+        """Image path for a label's relative stem, or None."""
+        rel = Path(rel_stem).as_posix()
+        return self.by_rel.get(rel) or self.by_name.get(rel.rsplit("/", 1)[-1])
+
+    def file_name(self, path: Path) -> str:
+        """``path`` relative to the image folder (the manifest ``file_name``)."""
+        return path.relative_to(self.image_dir).as_posix()
 
 
 def _size_or_none(path: Path | None) -> tuple[int, int] | None:

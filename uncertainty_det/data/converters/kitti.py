@@ -35,11 +35,11 @@ from .classes import KITTI_CLASSES, name_key
 from .common import (
     ClassMapper,
     ConversionReport,
+    ImageIndex,
     ManifestAssembler,
     copy_images as copy_manifest_images,
     has_scores,
     image_problem,
-    index_images,
     label_files,
     label_path,
     objects_of,
@@ -74,7 +74,8 @@ def parse_line(line: str, path: Path, line_no: int) -> tuple[str, np.ndarray]:
         try:
             values[k] = float(text)
         except ValueError:
-            raise LabelFormatError(path, line_no, f"field {k + 2} ({FIELDS[k + 1]}) is not a number: {text!r}") from None
+            problem = f"field {k + 2} ({FIELDS[k + 1]}) is not a number: {text!r}"
+            raise LabelFormatError(path, line_no, problem) from None
     return parts[0], values
 
 
@@ -115,7 +116,8 @@ def read_kitti(
     Args:
       src: folder of ``<stem>.txt`` label files (searched recursively).
       classes: target class names (default the 7 KITTI classes); other types are dropped and counted.
-      image_dir: image folder (default ``src/../image_2``, else ``src/images``, else ``src``).
+      image_dir: image folder (default ``src/../image_2``, else ``src/images``, else ``src``); a label
+        ``<rel>/<stem>.txt`` takes the image ``<rel>/<stem>.*``, else the only image named ``<stem>.*``.
       require_images: skip (and count) labels without a readable image; when False such images get
         ``image_size`` ``(height, width)`` and the file name ``<stem><image_suffix>``.
       skip_empty: skip (and count) images without any kept object (reference TFRecord behaviour: False).
@@ -127,8 +129,8 @@ def read_kitti(
     mapper = ClassMapper(resolve_classes(classes, KITTI_CLASSES, "kitti"), aliases)
     assembler = ManifestAssembler(mapper.categories, src, "kitti", skip_empty=skip_empty)
     labels = label_files(src, ".txt")
-    images = index_images(image_dir)
-    paths = [images.get(rel.as_posix()) for _, rel in labels]
+    images = ImageIndex(image_dir)
+    paths = [images.find(rel) for _, rel in labels]
     sizes = read_sizes(paths)
     for (path, rel), img_path, size in zip(labels, paths, sizes):
         types, values = parse_file(path)
@@ -139,7 +141,7 @@ def read_kitti(
                 continue
             size = fallback
         file_name = (
-            img_path.relative_to(image_dir).as_posix() if img_path is not None else rel.as_posix() + image_suffix
+            images.file_name(img_path) if img_path is not None else rel.as_posix() + image_suffix
         )
         _add_file(assembler, mapper, file_name, size, types, values, str(path))
     return assembler.build(image_root=image_dir)
@@ -153,7 +155,7 @@ def _add_file(assembler, mapper, file_name, size, types, values, where) -> None:
         assembler.report.drop(f"class {key!r}", count)
     keep = ids > 0
     kept = values[keep]
-    boxes = kept[:, [5, 4, 7, 6]]  # y1 x1 y2 x2
+    boxes = kept[:, [4, 3, 6, 5]]  # y1 x1 y2 x2 (values[k] is field k + 2)
     truncated = [float(v) if v >= 0 else None for v in kept[:, 0]]
     occluded = [int(v) if v >= 0 else None for v in kept[:, 1]]
     scores = [None if np.isnan(v) else float(v) for v in kept[:, 14]]
@@ -163,7 +165,9 @@ def _add_file(assembler, mapper, file_name, size, types, values, where) -> None:
     )
 
 
-def format_line(name: str, box: np.ndarray, truncated: float, occluded: int, score: float | None, precision: int) -> str:
+def format_line(
+    name: str, box: np.ndarray, truncated: float, occluded: int, score: float | None, precision: int
+) -> str:
     """One KITTI label line for a ``[ymin, xmin, ymax, xmax]`` box."""
     ymin, xmin, ymax, xmax = (float(v) for v in box)
     fmt = f"%.{precision}f"
