@@ -46,10 +46,11 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def _cubic_upsample_matrix(n_out: int, n_grid: int, step: float) -> np.ndarray:
-    """Catmull-Rom interpolation matrix ``[n_out, n_grid]`` from a coarse grid to pixel centres.
+def _cubic_taps(n_out: int, n_grid: int, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Catmull-Rom taps from a coarse grid to ``n_out`` pixel centres.
 
     Pixel ``i`` sits at grid coordinate ``(i + 0.5) / step + 1`` (one guard cell before the first pixel).
+    Returns ``(indices [n_out, 4] int64, weights [n_out, 4] float32)``.
     """
     u = (np.arange(n_out, dtype=np.float64) + 0.5) / step + 1.0
     base = np.floor(u).astype(np.int64)
@@ -62,11 +63,20 @@ def _cubic_upsample_matrix(n_out: int, n_grid: int, step: float) -> np.ndarray:
             0.5 * (-(t**2) + t**3),
         ],
         axis=1,
-    )
-    cols = np.clip(base[:, None] + np.arange(-1, 3)[None, :], 0, n_grid - 1)
-    matrix = np.zeros((n_out, n_grid), dtype=np.float64)
-    np.add.at(matrix, (np.repeat(np.arange(n_out), 4), cols.ravel()), weights.ravel())
-    return matrix.astype(np.float32)
+    ).astype(np.float32)
+    indices = np.clip(base[:, None] + np.arange(-1, 3)[None, :], 0, n_grid - 1)
+    return indices, weights
+
+
+def _cubic_upsample(grid: np.ndarray, height: int, width: int, step: float) -> np.ndarray:
+    """Separable Catmull-Rom upsampling of ``grid`` ``[gh, gw]`` to ``[height, width]`` (float32).
+
+    Gathers and weighted sums only (no BLAS), so results are bit-identical across machines.
+    """
+    iy, wy = _cubic_taps(height, grid.shape[0], step)
+    ix, wx = _cubic_taps(width, grid.shape[1], step)
+    rows = sum(wy[:, k, None] * grid[iy[:, k], :] for k in range(4))
+    return sum(wx[None, :, k] * rows[:, ix[:, k]] for k in range(4))
 
 
 def fractal_noise(
@@ -100,9 +110,7 @@ def fractal_noise(
         gh = int(np.ceil(height / step)) + 3
         gw = int(np.ceil(width / step)) + 3
         grid = rng.random((gh, gw), dtype=np.float32)
-        rows = _cubic_upsample_matrix(height, gh, step)
-        cols = _cubic_upsample_matrix(width, gw, step)
-        field += (persistence**octave) * (rows @ grid @ cols.T)
+        field += np.float32(persistence**octave) * _cubic_upsample(grid, height, width, step)
     lo, hi = float(field.min()), float(field.max())
     return (field - lo) / (hi - lo) if hi > lo else np.zeros_like(field)
 
