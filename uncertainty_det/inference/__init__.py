@@ -1,0 +1,1 @@
+"""Inference-side post-processing: decoding of box regressions and their aleatoric uncertainty."""
