@@ -119,3 +119,17 @@ def test_multirun_with_launcher_plugins(tmp_path, launcher):
     assert len(parents) == 1 and len(children) == 2
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
+    run_app("data", *TINY_SYNTHETIC, "tracking=none", cwd=tmp_path)
+    images = tmp_path / "outputs" / "data" / "synthetic" / "images" / "val"
+    files = sorted(images.iterdir())
+    files[0].unlink()
+    files[1].write_bytes(b"not a png")
+    run_app("data", *TINY_SYNTHETIC, "action=tfrecord", "tfrecord.splits=[val]", "tfrecord.num_shards=1",
+            cwd=tmp_path)
+    run = all_runs(mlflow_client(tmp_path), "data")[0]
+    assert run.data.metrics["val/missing_images"] == 1
+    assert run.data.metrics["val/corrupt_images"] == 1
+    assert run.data.metrics["val/tfrecord_images"] == 1
