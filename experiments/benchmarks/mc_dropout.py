@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--d0-512", action="store_true", help="run d0 at its native 512 px instead of 256")
     p.add_argument("--num-classes", type=int, default=6)
     p.add_argument("--uncertainty", default="mcdropout_lossatt_head", help="conf/uncertainty file name")
+    p.add_argument("--policy", default="float32",
+                   help="Keras dtype policy, e.g. mixed_bfloat16 (outputs stay float32); default float32")
     p.add_argument("--skip-naive-above", type=float, default=float("inf"),
                    help="skip naive MC when one deterministic pass takes longer than this many ms")
     return p.parse_args(argv)
@@ -127,14 +129,17 @@ def time_case(model, images, samples: int, args) -> dict[str, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import keras
     import tensorflow as tf
 
     from uncertainty_det.model.efficientdet import build_efficientdet, parameter_count
 
+    keras.mixed_precision.set_global_policy(args.policy)
+
     devices = [d.device_type for d in tf.config.list_physical_devices()]
     print(f"TensorFlow {tf.__version__}, devices {devices}, {os.cpu_count()} CPU cores, {platform.processor() or ''}")
     print(f"T = {args.samples}, median of {args.runs} interleaved runs, warm-up {args.warmup} calls excluded, "
-          f"uncertainty config {args.uncertainty}, {args.num_classes} classes\n")
+          f"uncertainty config {args.uncertainty}, {args.num_classes} classes, dtype policy {args.policy}\n")
     rows = []
     rng = np.random.default_rng(0)
     for name in args.models:

@@ -95,6 +95,10 @@ class ResampleConv(keras.layers.Layer):
                                         kernel_initializer=conv_initializer(), name="conv")
         self.bn = _bn("bn")
 
+    def build(self, input_shape=None):
+        # sub-layers create their weights on the first call (avoids Keras' symbolic build pass)
+        self.built = True
+
     def call(self, inputs, training: bool = False):
         return self.bn(self.conv(inputs), training=training)
 
@@ -133,6 +137,10 @@ class FusionNode(keras.layers.Layer):
         """Map input ``i`` to F channels (identity when it already has F)."""
         layer = self.resample[i]
         return x if layer is None else layer(x, training=training)
+
+    def build(self, input_shape=None):
+        # sub-layers create their weights on the first call (avoids Keras' symbolic build pass)
+        self.built = True
 
     def call(self, inputs, training: bool = False):
         """``inputs``: list of same-size maps (already resampled spatially, channels may differ) -> ``[B, h, w, F]``."""
@@ -175,6 +183,10 @@ class BiFPNCell(keras.layers.Layer):
         for i in range(1, n):
             chans = (self.level_channels[i], f, f) if i < n - 1 else (self.level_channels[i], f)
             self.bottom_up.append(FusionNode(f, chans, method, name=f"bu_{i}"))
+
+    def build(self, input_shape=None):
+        # sub-layers create their weights on the first call (avoids Keras' symbolic build pass)
+        self.built = True
 
     def call(self, inputs, training: bool = False):
         """``inputs``: list of ``[B, h_l, w_l, c_l]`` -> list of ``[B, h_l, w_l, F]`` (same levels)."""
@@ -229,6 +241,10 @@ class BiFPN(keras.layers.Layer):
         for r in range(self.cell_repeats):
             self.cells.append(BiFPNCell(self.filters, level_channels, method, name=f"cell_{r}"))
             level_channels = [self.filters] * num_levels
+
+    def build(self, input_shape=None):
+        # sub-layers create their weights on the first call (avoids Keras' symbolic build pass)
+        self.built = True
 
     def call(self, inputs, training: bool = False):
         """``inputs`` ``[C3, C4, C5]`` -> list of ``max_level - 2`` maps ``[B, H/2**l, W/2**l, F]``, l = 3..max_level."""

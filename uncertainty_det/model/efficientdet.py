@@ -20,6 +20,7 @@ goes next to it as JSON (``config.to_dict()``). Build the model first (:func:`bu
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import keras
@@ -59,8 +60,6 @@ class EfficientDet(keras.Model):
         super().__init__(**kwargs)
         self.detector_config = config
         if config.backbone_weights is not None:
-            from pathlib import Path
-
             if not Path(config.backbone_weights).expanduser().is_file():
                 raise BackboneWeightsError(
                     f"backbone_weights file not found: {config.backbone_weights}. Set model.backbone_weights to a "

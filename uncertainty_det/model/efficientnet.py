@@ -196,6 +196,10 @@ class MBConvBlock(keras.layers.Layer):
         if self.has_residual:
             self.stochastic_depth = StochasticDepth(self.drop_rate, name="stochastic_depth")
 
+    def build(self, input_shape=None):
+        # sub-layers create their weights on the first call (avoids Keras' symbolic build pass)
+        self.built = True
+
     def call(self, inputs, training: bool = False, mc: bool = False, seed=None):
         """``inputs`` ``[B, h, w, filters_in]`` -> ``[B, ceil(h/stride), ceil(w/stride), filters_out]``."""
         x = inputs

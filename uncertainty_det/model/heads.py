@@ -96,6 +96,10 @@ class DetectionHead(keras.layers.Layer):
             pointwise_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal"),
             bias_initializer=keras.initializers.Constant(self.bias_init), name="predict")
 
+    def build(self, input_shape=None):
+        # sub-layers create their weights on the first call (avoids Keras' symbolic build pass)
+        self.built = True
+
     def call(self, inputs, training: bool = False, mc: bool = False, seed=None, samples: int = 1):
         """Run the head on every level.
 
