@@ -586,8 +586,12 @@ def init_from_run(target_model, train_dir: str | os.PathLike) -> tuple[list[str]
 
 
 def _all_finite(model) -> bool:
-    return all(bool(np.all(np.isfinite(keras.ops.convert_to_numpy(v)))) for v in model.weights
-               if np.issubdtype(np.dtype(keras.ops.convert_to_numpy(v).dtype), np.floating))
+    """True when every floating-point variable of ``model`` is finite."""
+    for v in model.weights:
+        value = keras.ops.convert_to_numpy(v)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            return False
+    return True
 
 
 # ============================================================================================ history
@@ -718,6 +722,8 @@ class _Loop:
         metrics.pop("nonfinite_steps", None)
         metrics.pop("val_nonfinite_steps", None)
         metrics.pop("val_grad_norm", None)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            metrics.pop("grad_norm", None)  # not measured under loss scaling
         metrics["lr"] = current_lr(self.optimizer)
         metrics["epoch_time_s"] = float(seconds)
         if self.cfg.map_every and epoch % self.cfg.map_every == 0 and epoch < self.cfg.epochs:
