@@ -132,7 +132,7 @@ class TrainerConfig:
     epochs: int = 30
     steps_per_epoch: int | None = None
     optimizer: str = "adamw"
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     momentum: float = 0.9
     weight_decay: float = 4e-5
     warmup_epochs: float = 1.0
@@ -788,11 +788,11 @@ def train_detector(
     Args:
       detector_config: the network + uncertainty config (``image_size`` = the batches' H, W).
       trainer_cfg: the trainer settings.
-      train_dataset: batches of the input pipeline (augmented, shuffled; finite, or infinite with
-        ``trainer_cfg.steps_per_epoch`` set). With ``steps_per_epoch`` set a finite dataset is repeated.
+      train_dataset: batches of the input pipeline (augmented, shuffled); it is repeated, and an epoch is
+        ``trainer_cfg.steps_per_epoch`` steps, or ``num_train_batches`` (one pass) when that is null.
       train_dir: the run's ``train/`` folder (``checkpoints/`` and the final files go there).
-      num_train_batches: batches in one pass over ``train_dataset`` (for the LR schedule when
-        ``steps_per_epoch`` is None; required then).
+      num_train_batches: batches in one pass over ``train_dataset`` (required when ``steps_per_epoch`` is
+        null).
       val_dataset: evaluation batches for the ``val_*`` losses (``trainer_cfg.validation_loss``).
       evaluate_fn: ``fn(detector) -> {"AP": ..., "AP50": ...}`` called every ``map_every`` epochs and at
         the end (EMA weights swapped in); keys are logged with the prefix ``map/``.
@@ -822,13 +822,13 @@ def train_detector(
 
     if cfg.steps_per_epoch is not None:
         steps_per_epoch = cfg.steps_per_epoch
-        fit_steps = cfg.steps_per_epoch
-        train_dataset = train_dataset.repeat()
-    else:
-        if num_train_batches is None:
-            raise ValueError("num_train_batches is required when trainer.steps_per_epoch is null")
+    elif num_train_batches is not None:
         steps_per_epoch = int(num_train_batches)
-        fit_steps = None
+    else:
+        raise ValueError("num_train_batches is required when trainer.steps_per_epoch is null")
+    # Always repeat and give Keras the step count: epochs have exactly steps_per_epoch steps and the
+    # (reshuffling) iterator runs on across epochs.
+    train_dataset = train_dataset.repeat()
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
 
@@ -883,7 +883,7 @@ def train_detector(
     all_callbacks = [divergence, _EpochEnd(loop), *callbacks]
     start = time.perf_counter()
     if initial_epoch < cfg.epochs:
-        trainer.fit(train_dataset, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=fit_steps,
+        trainer.fit(train_dataset, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                     validation_data=val, callbacks=all_callbacks, verbose=cfg.keras_verbose(), shuffle=False)
     else:
         # nothing left to train; make the EMA values the final weights as fit would
