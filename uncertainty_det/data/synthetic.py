@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..io_utils import atomic_dir, atomic_write_json
+from ..containers import to_plain
 from .corruptions import MAX_SEVERITY, apply_corruption, fractal_noise, validate_corruption
 from .errors import DatasetError
 from .manifest import Manifest, ManifestBuilder, categories_from_names
@@ -192,13 +193,6 @@ class SyntheticConfig:
 _TUPLE_FIELDS = {"image_size", "classes", "class_weights", "objects_per_image", "size_range", "clutter"}
 
 
-def _plain(value: Any) -> Any:
-    """Mappings -> dicts and non-string sequences -> lists, recursively (e.g. for OmegaConf containers)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def synthetic_config_from_dict(d: Mapping) -> SyntheticConfig:
@@ -207,7 +201,7 @@ def synthetic_config_from_dict(d: Mapping) -> SyntheticConfig:
     Lists become tuples; missing keys keep their defaults. Raises ValueError naming an unknown key (and
     listing the valid ones) or an invalid value.
     """
-    data = _plain(d)
+    data = to_plain(d)
     if not isinstance(data, dict):
         raise ValueError(f"synthetic generator config must be a mapping, got {type(d).__name__}")
     names = [f.name for f in dataclasses.fields(SyntheticConfig)]

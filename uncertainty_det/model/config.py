@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..containers import to_plain
+
 __all__ = [
     "BACKBONES",
     "MC_MODES",
@@ -282,13 +284,6 @@ class DetectorConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers / tuples -> plain Python lists/dicts (no OmegaConf import needed)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def detector_config_from_dicts(model: Mapping[str, Any], uncertainty: Mapping[str, Any],
@@ -308,7 +303,7 @@ def detector_config_from_dicts(model: Mapping[str, Any], uncertainty: Mapping[st
     """
     kwargs: dict[str, Any] = {"num_classes": num_classes}
     for group, mapping, keys in (("model", model, _MODEL_KEYS), ("uncertainty", uncertainty, _UNCERTAINTY_KEYS)):
-        mapping = _plain(mapping or {})
+        mapping = to_plain(mapping or {})
         unknown = sorted(set(mapping) - set(keys))
         if unknown:
             raise ValueError(f"unknown {group} config keys: {', '.join(unknown)} "
