@@ -81,6 +81,53 @@ def match_greedy(frame, manifest, score_min: float, iou_min: float = 0.5):
     return np.asarray(preds).reshape(-1, 4), np.asarray(gts).reshape(-1, 4), np.asarray(sigmas).reshape(-1, 4)
 
 
+def error_breakdown(frame, manifest, score_min: float, recall_floor: float = 0.05, iou_min: float = 0.5) -> dict:
+    """Where the AP goes: recall at a low score floor (any class) overall and by occlusion / size, and at
+    ``score_min`` the true positives, false positives by kind and the GT boxes left unmatched."""
+    corners = ["ymin", "xmin", "ymax", "xmax"]
+    hits, occluded, sides = [], [], []
+    tp = missed = fp_background = fp_on_gt = fp_box = 0
+    for image_id in manifest.image_ids:
+        objs = manifest.objects(int(image_id))
+        det = frame[frame["image_id"] == image_id]
+        low = det[det["score"] >= recall_floor][corners].to_numpy(np.float64)
+        if len(objs):
+            best = _iou(low, objs.boxes).max(axis=0) if len(low) else np.zeros(len(objs))
+            hits.append(best >= iou_min)
+            occluded.append(objs.occluded)
+            sides.append(np.sqrt((objs.boxes[:, 2] - objs.boxes[:, 0]) * (objs.boxes[:, 3] - objs.boxes[:, 1])))
+        high = det[det["score"] >= score_min].sort_values("score", ascending=False)
+        used = np.zeros(len(objs), bool)
+        if len(high):
+            iou = _iou(high[corners].to_numpy(np.float64), objs.boxes) if len(objs) else np.zeros((len(high), 0))
+            for i, cls in enumerate(high["class_id"].to_numpy()):
+                cand = np.where((~used) & (objs.class_ids == cls), iou[i], -1.0) if len(objs) else np.zeros(0)
+                if cand.size and cand.max() >= iou_min:
+                    used[int(np.argmax(cand))] = True
+                    tp += 1
+                elif not iou.shape[1] or iou[i].max() < 0.1:
+                    fp_background += 1
+                elif iou[i].max() >= iou_min:
+                    fp_on_gt += 1
+                else:
+                    fp_box += 1
+        missed += int((~used).sum())
+    hit, occ, side = np.concatenate(hits), np.concatenate(occluded), np.concatenate(sides)
+
+    def rate(mask) -> float | None:
+        return float(hit[mask].mean()) if mask.any() else None
+
+    return {
+        f"recall_any_class_at_score_{recall_floor}": rate(np.ones_like(hit)),
+        "recall_by_occlusion": {int(k): rate(occ == k) for k in np.unique(occ)},
+        "recall_by_side_px": {"<32": rate(side < 32), "32-64": rate((side >= 32) & (side < 64)), ">=64": rate(side >= 64)},
+        f"at_score_{score_min}": {"true_positives": tp, "false_positives_background": fp_background,
+                                  "false_positives_duplicate_or_wrong_class": fp_on_gt,
+                                  "false_positives_poor_box": fp_box, "missed_gt": missed,
+                                  "num_gt": int(len(hit))},
+    }
+
+
 def sigma_residual_correlation(pred: np.ndarray, gt: np.ndarray, sigma: np.ndarray) -> dict:
     """Spearman correlations of relative σ and relative absolute corner error (see the module docstring)."""
     from scipy.stats import spearmanr
@@ -144,6 +191,7 @@ def main() -> None:
         "per_class_AP": {k: v for k, v in metrics.items() if k.startswith("AP/")},
         "score_floor": args.score,
         **sigma_residual_correlation(pred, gt, sigma),
+        "error_breakdown": error_breakdown(frame, val, args.score),
         "overrides": overrides,
         "history_tail": (train_dir / "history.csv").read_text().splitlines()[-1],
     }

@@ -38,6 +38,7 @@ def test_train_writes_the_workspace(trained):
     assert info["run_name"] == "smoke" and info["dataset"] == "synthetic"
     assert info["input_size"] == [64, 64] and len(info["class_names"]) == info["detector"]["num_classes"] == 6
     assert info["detector"]["uncertainty_name"] == "mcdropout_lossatt_head"
+    assert info["normalization"] == {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
     rows = list(csv.DictReader((train / "history.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[0]["map/AP50"] != "" and rows[1]["map/AP50"] != ""   # map_every=1 + the final evaluation

@@ -124,10 +124,12 @@ def test_class_imbalance_matches_weights():
 
 
 def test_size_range_covers_small_and_large():
-    cfg = SyntheticConfig()
+    cfg = SyntheticConfig(size_range=(0.03, 0.5))
     sizes = sample_sizes(cfg, 2000, np.random.default_rng(0))
     assert sizes.min() < 9 and sizes.max() > 0.45 * 256
-    cfg = tiny(image_size=(128, 128), num_images={"train": 40})
+    default = sample_sizes(SyntheticConfig(), 2000, np.random.default_rng(0))
+    assert 25.6 <= default.min() < 27 and default.max() > 0.45 * 256   # default: 0.1 .. 0.5 of 256 px
+    cfg = tiny(image_size=(128, 128), num_images={"train": 40}, size_range=(0.03, 0.5))
     sides = []
     for i in range(1, 41):
         b = render_sample(cfg, "train", i).true_boxes
@@ -180,8 +182,9 @@ def test_boxes_cover_drawn_pixels_and_are_tight():
     assert n_objects >= 40
 
 
-def test_objects_contrast_with_background():
-    cfg = clean()
+@pytest.mark.parametrize("class_colour", [0.0, 1.0])
+def test_objects_contrast_with_background(class_colour):
+    cfg = clean(class_colour=class_colour)
     h, w = cfg.image_size
     for i in range(1, 16):
         s = render_sample(cfg, "train", i)
@@ -190,6 +193,42 @@ def test_objects_contrast_with_background():
             dist = np.linalg.norm(s.image[y0:y1, x0:x1].astype(float) - bg, axis=2)
             # colour >= 60 RGB units from the local background, shading moves it by at most ~26
             assert np.percentile(dist[dist > 0], 90) > 34
+
+
+def _object_hues(cfg: SyntheticConfig, n_images: int = 25) -> list[tuple[int, float]]:
+    """(class id, hue of the median drawn colour) of every object of a clean config's images."""
+    import colorsys
+
+    h, w = cfg.image_size
+    out = []
+    for i in range(1, n_images + 1):
+        s = render_sample(cfg, "train", i)
+        bg = BACKGROUND_FNS["plain"](h, w, np.random.default_rng(image_seed(cfg.seed, "train", i, "background")))
+        drawn = np.any(s.image != bg.astype(np.uint8), axis=2)
+        for (y0, x0, y1, x1), k in zip(s.true_boxes.astype(int), s.true_class_ids):
+            pixels = s.image[y0:y1, x0:x1][drawn[y0:y1, x0:x1]].astype(float)
+            r, g, b = np.median(pixels, axis=0) / 255.0
+            out.append((int(k), colorsys.rgb_to_hsv(r, g, b)[0]))
+    return out
+
+
+def _hue_distance(a: float, b: float) -> float:
+    d = abs(a - b) % 1.0
+    return min(d, 1.0 - d)
+
+
+def test_class_colour_paints_objects_in_their_hue_band():
+    num_classes = len(SyntheticConfig().classes)
+    always = _object_hues(clean(class_colour=1.0, objects_per_image=(2, 4)))
+    assert len(always) >= 50
+    # band half-width 0.25 / C; the +-15 grey-level shading and noise-free median move the hue a little
+    for k, hue in always:
+        assert _hue_distance(hue, (k - 1) / num_classes) <= 0.25 / num_classes + 0.02, (k, hue)
+    never = _object_hues(clean(class_colour=0.0, objects_per_image=(2, 4)))
+    outside = [_hue_distance(hue, (k - 1) / num_classes) > 0.25 / num_classes + 0.02 for k, hue in never]
+    assert np.mean(outside) > 0.5   # free colours: most objects are outside their class band
+    with pytest.raises(ValueError, match="class_colour"):
+        tiny(class_colour=1.5)
 
 
 # ----------------------------------------------------------------------------- label noise and shifts

@@ -149,6 +149,35 @@ def test_output_shapes_baseline_and_loss_attenuation(model_base, model_att, imag
     np.testing.assert_allclose(base.class_head.predict.bias.numpy(), -np.log(99.0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("max_level,repeats", [(5, 1), (5, 2), (6, 1)])
+def test_shorter_pyramids_build_and_run(max_level, repeats, images):
+    """Pyramids that stop at C5 (raw backbone width at the top) or P6, with one or two BiFPN cells."""
+    model = build_efficientdet(_tiny(max_level=max_level, fpn_cell_repeats=repeats))
+    feats = model.features(images)
+    assert [tuple(f.shape) for f in feats] == [(2, SIZE >> l, SIZE >> l, 32) for l in range(3, max_level + 1)]
+    n = sum((SIZE >> l) ** 2 for l in range(3, max_level + 1)) * A
+    assert model(images)["cls"].shape == (2, n, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("param", ["softplus", "raw_clip"])
+def test_sigma_channels_start_near_one(param, images):
+    """A fresh loss-attenuation head starts every anchor near σ = 1 (no anchor near the floor, where the
+    attenuated loss would be ~1e4); the code channels keep the zero-bias initialisation."""
+    from uncertainty_det.model.heads import sigma_bias_for_unit_sigma
+    from uncertainty_det.model.losses import sigma_from_raw
+
+    model = build_efficientdet(_tiny(loss_attenuation=True, sigma_param=param))
+    out = model(images)
+    sigma = sigma_from_raw(out["sigma_raw"], param, 0.01, 1024.0, training=True).numpy()
+    assert 0.8 < np.median(sigma) < 1.25 and sigma.min() > 0.3 and sigma.max() < 3.0
+    assert np.std(out["box"].numpy()) > 5 * np.std(out["sigma_raw"].numpy())  # σ columns scaled down
+    bias = model.box_head.predict.bias.numpy()
+    np.testing.assert_array_equal(bias[: 4 * A], 0.0)
+    np.testing.assert_allclose(bias[4 * A:], sigma_bias_for_unit_sigma(param, 0.01), rtol=1e-6)
+    np.testing.assert_allclose(sigma_from_raw(tf.constant(sigma_bias_for_unit_sigma("softplus", 0.01)),
+                                              "softplus", 0.01).numpy(), 1.0, rtol=1e-6)
+
+
 def test_box_head_8a_layout_codes_then_sigma_per_anchor(model_att, images):
     feats = model_att.features(images)
     maps = model_att.box_head(feats)
@@ -224,6 +253,25 @@ def test_head_mode_equals_full_mode_when_backbone_is_deterministic(model_head, i
     cached = model_head.heads(feats, mc=True, seed=5, samples=T)
     for key in tiled:
         np.testing.assert_allclose(cached[key], tiled[key], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("repeats", [1, 2, 3])
+def test_cached_heads_equal_tiled_heads_for_any_repeat_count(repeats, images):
+    """The masks of the first head dropout act after the next separable conv's depthwise step (on B rows);
+    with one repeat that conv is the predict conv; later BNs are folded into their convs. Either way the
+    samples equal the tiled computation (BN statistics randomised so that a wrong fold shows)."""
+    model = build_efficientdet(_tiny(box_class_repeats=repeats, **ATT_HEAD))
+    rng = np.random.default_rng(repeats)
+    for v in model.variables:
+        if "bn_" in v.path and "head" in v.path:
+            low = 0.5 if ("variance" in v.path or "gamma" in v.path) else -0.5
+            v.assign(rng.uniform(low, low + 1.0, v.shape).astype(np.float32))
+    feats = model.features(images)
+    tiled = model.heads([tf.tile(f, [T, 1, 1, 1]) for f in feats], mc=True, seed=3)
+    cached = model.heads(feats, mc=True, seed=3, samples=T)
+    for key in tiled:
+        np.testing.assert_allclose(cached[key], tiled[key], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(cached["box"][:2], cached["box"][2:4])  # the samples differ
 
 
 def test_full_mode_samples_differ_and_backbone_dropout_acts(model_att, images):

@@ -22,8 +22,8 @@ def _train_command(cfg: dict) -> str:
 
 
 def load_trained(cfg: dict):
-    """``(model, DetectorConfig, class names, workspace)`` of the run; a missing train output -> UserError
-    naming ``udet-train run_name=...``."""
+    """``(model, DetectorConfig, class names, workspace, detector_config.json dict)`` of the run; a missing
+    train output -> UserError naming ``udet-train run_name=...``."""
     from ..inference.predictor import load_detector
     from ..workspace import require_upstream, run_workspace
 
@@ -32,7 +32,7 @@ def load_trained(cfg: dict):
     require_upstream(ws.detector_config, "train", _train_command(cfg), "detector config")
     model, detector_cfg, info = load_detector(ws.train)
     class_names = [str(c) for c in (info.get("class_names") or cfg["dataset"]["classes"])]
-    return model, detector_cfg, class_names, ws
+    return model, detector_cfg, class_names, ws, info
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
@@ -42,15 +42,16 @@ def main(cfg: DictConfig) -> None:
         from ..data.pipeline import input_config_from_dict
         from ..inference.export import export_model
         from ..inference.postprocess import postprocess_config_from_dict
+        from ..inference.predictor import with_trained_normalization
 
-        model, detector_cfg, class_names, ws = load_trained(plain)
+        model, detector_cfg, class_names, ws, info = load_trained(plain)
         if detector_cfg.uncertainty_name != plain["uncertainty"]["name"]:
             log.warning("run %s was trained with uncertainty=%s, the config says %s; the trained model's MC "
                         "dropout and σ head are used", plain["run_name"], detector_cfg.uncertainty_name,
                         plain["uncertainty"]["name"])
         input_dict = dict(plain["input"], image_size=list(detector_cfg.image_size))
         try:
-            input_cfg = input_config_from_dict(input_dict)
+            input_cfg = with_trained_normalization(input_config_from_dict(input_dict), info.get("normalization"))
             post_cfg = postprocess_config_from_dict(plain["postprocess"])
         except ValueError as exc:
             raise UserError(str(exc)) from exc

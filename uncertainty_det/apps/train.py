@@ -60,7 +60,8 @@ def run(plain: dict, tracker) -> dict:
         val_manifest=val_manifest, postprocess_cfg=post_cfg,
         log_fn=lambda metrics, step: tracker.log_metrics(metrics, step=step),
         init_from=init_dir, seed=plain.get("seed"),
-        extra_config={"run_name": workspace.run_name, "dataset": spec.name},
+        extra_config={"run_name": workspace.run_name, "dataset": spec.name,
+                      "normalization": {"mean": list(input_cfg.mean), "std": list(input_cfg.std)}},
     )
     from ..model.efficientdet import parameter_count
 

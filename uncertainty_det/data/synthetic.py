@@ -82,6 +82,10 @@ class SyntheticConfig:
       clutter: ``(min, max)`` number of unlabelled distractors (ellipses, bars, polylines), half of them in
         object-like contrasting colours, half camouflaged; most behind the objects, some in front.
       noise_std: standard deviation of the Gaussian pixel noise (grey levels).
+      class_colour: probability that a labelled object is painted in its class's colour family (hue band of
+        width 1/(2C) centred at hue (k - 1) / C for class k, saturated, still contrasting with its background)
+        instead of a free contrasting colour. 0: colour says nothing about the class (shape only); between 0
+        and 1 the other objects' free colours make colour an unreliable cue that shape must confirm.
       label_noise: ``{"box_jitter": f, "class_flip": p}``: box coordinates jittered by N(0, f * box side),
         classes replaced by another class with probability p. Labels only; the image shows the truth.
       background: ``"gradient"`` (smooth gradients + low-frequency texture, muted palette), ``"newbg"``
@@ -98,10 +102,11 @@ class SyntheticConfig:
     classes: tuple[str, ...] = DEFAULT_CLASSES
     class_weights: tuple[float, ...] | None = DEFAULT_CLASS_WEIGHTS
     objects_per_image: tuple[int, int] = (1, 6)
-    size_range: tuple[float, float] = (0.03, 0.5)
+    size_range: tuple[float, float] = (0.1, 0.5)
     occlusion: float = 0.3
     clutter: tuple[int, int] = (2, 8)
     noise_std: float = 5.0
+    class_colour: float = 0.75
     label_noise: dict[str, float] = field(default_factory=lambda: {"box_jitter": 0.0, "class_flip": 0.0})
     background: str = "gradient"
     shift: dict[str, Any] | None = None
@@ -156,6 +161,8 @@ class SyntheticConfig:
             raise bad("clutter", f"must be (min, max) with 0 <= min <= max, got {self.clutter!r}")
         if not self.noise_std >= 0:
             raise bad("noise_std", f"must be >= 0, got {self.noise_std!r}")
+        if not 0 <= self.class_colour <= 1:
+            raise bad("class_colour", f"must be a probability in [0, 1], got {self.class_colour!r}")
         if not isinstance(self.label_noise, Mapping):
             raise bad("label_noise", f"must be a mapping {{box_jitter: f, class_flip: p}}, got {self.label_noise!r}")
         extra = sorted(set(self.label_noise) - set(LABEL_NOISE_KEYS))
@@ -479,12 +486,21 @@ BACKGROUND_FNS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]]
 }
 
 
-def _pick_colour(rng: np.random.Generator, local: np.ndarray, camouflage: bool) -> np.ndarray:
-    """An RGB colour ``[3]``: far (>= MIN_CONTRAST) from ``local`` [3], or near it when ``camouflage``."""
+def _pick_colour(rng: np.random.Generator, local: np.ndarray, camouflage: bool,
+                 hue_band: tuple[float, float] | None = None) -> np.ndarray:
+    """An RGB colour ``[3]``: far (>= MIN_CONTRAST) from ``local`` [3], or near it when ``camouflage``.
+
+    ``hue_band`` ``(lo, hi)`` (fractions of the hue circle, may wrap past 1): draw a saturated colour with a
+    hue in the band (the class colour family) instead of any RGB colour.
+    """
     if camouflage:
         delta = rng.uniform(15.0, 40.0) * rng.choice([-1.0, 1.0], 3)
         return np.clip(local + delta, 0, 255)
-    cand = rng.uniform(0, 255, (12, 3))
+    if hue_band is not None:
+        hue = rng.uniform(hue_band[0], hue_band[1], 12) % 1.0
+        cand = _hsv_to_rgb(np.stack([hue, rng.uniform(0.55, 1.0, 12), rng.uniform(0.45, 1.0, 12)], axis=1))
+    else:
+        cand = rng.uniform(0, 255, (12, 3))
     dist = np.linalg.norm(cand - local[None, :], axis=1)
     ok = np.flatnonzero(dist >= MIN_CONTRAST)
     return cand[ok[0]] if ok.size else cand[int(np.argmax(dist))]
@@ -663,11 +679,21 @@ def _stack(objects: list[_Layer], clutter: list[_Layer], rng: np.random.Generato
     return order
 
 
-def _composite(canvas: np.ndarray, layers: list[_Layer], rng: np.random.Generator) -> None:
+def _class_hue_band(class_id: int, num_classes: int) -> tuple[float, float]:
+    """Hue band ``(lo, hi)`` of class ``class_id`` (1-based): width ``1 / (2C)`` centred at ``(k - 1) / C``."""
+    centre = (class_id - 1) / num_classes
+    half = 0.25 / num_classes
+    return centre - half, centre + half
+
+
+def _composite(canvas: np.ndarray, layers: list[_Layer], rng: np.random.Generator, class_colour: float = 0.0,
+               num_classes: int = 1) -> None:
     """Draw ``layers`` bottom to top onto ``canvas`` ``[H,W,3]`` float32 (in place).
 
     Each layer gets a colour chosen against the canvas under it (contrasting, or camouflaged for some
-    distractors) with a soft linear shading of up to +-15 grey levels.
+    distractors) with a soft linear shading of up to +-15 grey levels. With ``class_colour`` > 0 a labelled
+    object takes its class's colour family with that probability (no extra random draws when it is 0, so
+    datasets without it are unchanged).
     """
     h, w = canvas.shape[:2]
     for layer in layers:
@@ -680,7 +706,10 @@ def _composite(canvas: np.ndarray, layers: list[_Layer], rng: np.random.Generato
             continue
         region = canvas[sl]
         local = (region * cov[..., None]).sum(axis=(0, 1)) / weight
-        colour = _pick_colour(rng, local, layer.camouflage).astype(np.float32)
+        band = None
+        if class_colour > 0 and layer.class_id >= 1 and rng.random() < class_colour:
+            band = _class_hue_band(layer.class_id, num_classes)
+        colour = _pick_colour(rng, local, layer.camouflage, band).astype(np.float32)
         psi = rng.uniform(0, 2 * np.pi)
         amp = rng.uniform(0.0, 15.0)
         ys = np.arange(sl[0].start, sl[0].stop, dtype=np.float32)[:, None] + 0.5 - layer.centre[0]
@@ -743,7 +772,7 @@ def render_sample(cfg: SyntheticConfig, split: str, index: int) -> SyntheticSamp
     canvas = np.array(BACKGROUND_FNS[cfg.background](h, w, bg_rng), dtype=np.float32)
     objects, dropped = _object_layers(cfg, rng)
     layers = _stack(objects, _clutter_layers(cfg, rng), rng)
-    _composite(canvas, layers, rng)
+    _composite(canvas, layers, rng, cfg.class_colour, len(cfg.classes))
     _visibility(layers, h, w)
     if cfg.noise_std > 0:
         canvas += cfg.noise_std * rng.standard_normal(canvas.shape, dtype=np.float32)

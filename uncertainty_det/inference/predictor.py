@@ -37,7 +37,7 @@ from .postprocess import PostprocessConfig, postprocess
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Predictor", "load_detector"]
+__all__ = ["Predictor", "load_detector", "with_trained_normalization"]
 
 #: Keys of :meth:`Predictor.predict_dataset`'s result besides the post-processing outputs.
 ID_KEYS = ("image_id",)
@@ -75,6 +75,25 @@ def load_detector(train_dir: str | os.PathLike, weights: str | os.PathLike | Non
     return model, config, info
 
 
+def with_trained_normalization(input_cfg, normalization: Mapping[str, Sequence[float]] | None):
+    """``input_cfg`` with the pixel ``mean``/``std`` the model was trained with (``detector_config.json``'s
+    ``normalization``; runs trained before it was recorded carry none and keep ``input_cfg``'s).
+
+    A model only sees images normalised the way it was trained, so a different ``input.mean``/``input.std`` at
+    inference is replaced (with a warning) rather than silently shifting every pixel.
+    """
+    import dataclasses
+
+    if not normalization:
+        return input_cfg
+    mean = tuple(float(v) for v in normalization["mean"])
+    std = tuple(float(v) for v in normalization["std"])
+    if (mean, std) != (tuple(input_cfg.mean), tuple(input_cfg.std)):
+        log.warning("input.mean/std %s/%s differ from the training normalisation %s/%s; using the training one",
+                    list(input_cfg.mean), list(input_cfg.std), list(mean), list(std))
+    return dataclasses.replace(input_cfg, mean=mean, std=std)
+
+
 class Predictor:
     """A detector, its anchors and post-processing, with MC settings.
 
@@ -102,6 +121,7 @@ class Predictor:
         mc_mode: str | None = None,
         mc_seed: int | None | str = "config",
         image_size: Sequence[int] | None = None,
+        normalization: Mapping[str, Sequence[float]] | None = None,
     ):
         from ..model.config import normalize_mc_mode
 
@@ -113,6 +133,8 @@ class Predictor:
         self.mc_samples = 1 if self.mc_mode == "off" else max(1, samples)
         self.mc_seed = config.mc_seed if mc_seed == "config" else (None if mc_seed is None else int(mc_seed))
         self.image_size = tuple(int(v) for v in (image_size or config.image_size))
+        self.normalization = None if not normalization else {
+            "mean": tuple(float(v) for v in normalization["mean"]), "std": tuple(float(v) for v in normalization["std"])}
         self.anchors = np.array(generate_anchors(
             self.image_size, config.min_level, config.max_level, config.num_scales, config.aspect_ratios,
             config.anchor_scale), dtype=np.float32)
@@ -219,7 +241,8 @@ class Predictor:
         from ..data.pipeline import build_manifest_dataset
         from ..tables import detections_to_frame
 
-        cfg = dataclasses.replace(input_cfg, image_size=self.image_size, repeat=False)
+        cfg = dataclasses.replace(with_trained_normalization(input_cfg, self.normalization),
+                                  image_size=self.image_size, repeat=False)
         dataset, report = build_manifest_dataset(manifest, cfg, image_ids=image_ids, training=False)
         start = time.perf_counter()
         total = -(-report.num_images // cfg.batch_size)
@@ -238,5 +261,6 @@ class Predictor:
     def from_train_dir(cls, train_dir: str | os.PathLike, postprocess_cfg: PostprocessConfig | None = None,
                        **kwargs) -> "Predictor":
         """A predictor of the model saved in a run's ``train/`` folder (see :func:`load_detector`)."""
-        model, config, _ = load_detector(train_dir)
+        model, config, info = load_detector(train_dir)
+        kwargs.setdefault("normalization", info.get("normalization"))
         return cls(model, config, postprocess_cfg, **kwargs)

@@ -175,8 +175,10 @@ class BiFPNCell(keras.layers.Layer):
         if n < 2:
             raise ValueError("a BiFPN cell needs at least 2 levels")
         f = self.filters
-        # top-down node for level index i (0 = lowest stride) fuses P_i and up(T_{i+1})
-        self.top_down = [FusionNode(f, (self.level_channels[i], f), method, name=f"td_{i}")
+        # top-down node for level index i (0 = lowest stride) fuses P_i and up(T_{i+1}); T_{n-1} is the raw top
+        # input, which still has the backbone's width when the pyramid stops at C5 (max_level 5)
+        self.top_down = [FusionNode(f, (self.level_channels[i], f if i + 1 < n - 1 else self.level_channels[-1]),
+                                    method, name=f"td_{i}")
                          for i in range(n - 1)]
         # bottom-up node for level index i >= 1 fuses P_i, [T_i], down(O_{i-1})
         self.bottom_up = []

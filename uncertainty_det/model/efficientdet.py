@@ -29,7 +29,7 @@ import tensorflow as tf
 from .bifpn import BiFPN
 from .config import DetectorConfig
 from .efficientnet import BackboneWeightsError, EfficientNetBackbone, load_backbone_weights
-from .heads import BoxHead, ClassHead, flatten_levels, split_box_outputs
+from .heads import BoxHead, ClassHead, flatten_levels, sigma_bias_for_unit_sigma, split_box_outputs
 
 __all__ = ["EfficientDet", "build_efficientdet", "parameter_count"]
 
@@ -77,7 +77,9 @@ class EfficientDet(keras.Model):
                                     mc_rate=config.mc_class_head_rate, salt_base=CLASS_HEAD_SALT, name="class_head")
         self.box_head = BoxHead(config.num_anchors, config.fpn_num_filters, config.box_class_repeats,
                                 num_levels=config.num_levels, mc_rate=config.mc_box_head_rate,
-                                loss_attenuation=config.loss_attenuation, salt_base=BOX_HEAD_SALT, name="box_head")
+                                loss_attenuation=config.loss_attenuation, salt_base=BOX_HEAD_SALT,
+                                sigma_bias_init=sigma_bias_for_unit_sigma(config.sigma_param, config.sigma_min),
+                                name="box_head")
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape=None):

@@ -13,9 +13,10 @@ Sampling modes (``mc_forward``):
 * ``off`` (or T = 1): one deterministic pass, outputs with T = 1.
 * ``head``: backbone + BiFPN once on ``[B, H, W, 3]``; the 5 feature maps are tiled T times along the batch
   (row ``t * B + b`` is sample t of image b) and the heads run once on the ``[T*B, ...]`` batch with MC
-  dropout on; outputs reshaped to ``[T, B, ...]``. (The tiling happens inside the heads, just before their
-  first dropout layer: the conv -> BN -> swish before it is deterministic, so it runs on B rows only. The
-  result is the same as tiling the features.)
+  dropout on; outputs reshaped to ``[T, B, ...]``. (The tiling happens inside the heads: the conv -> BN ->
+  swish before their first dropout is deterministic and runs on B rows only, and so does the depthwise step
+  of the next separable conv, because a per-channel mask commutes with it. The result is the same as tiling
+  the features.)
 * ``full``: the images are tiled T times and the whole network runs once with MC dropout on.
 
 Everything is plain TensorFlow ops with static ``samples``/``mode``, so ``mc_forward`` can be traced inside a
@@ -80,14 +81,18 @@ class MCSpatialDropout2D(keras.layers.Layer):
         if not self.is_active(training, mc):
             return inputs
         shape = tf.shape(inputs)
-        mask_shape = tf.stack([shape[0], shape[-1]])
+        return inputs * self.keep_mask(shape[0], shape[-1], seed, inputs.dtype)
+
+    def keep_mask(self, rows, channels, seed=None, dtype=tf.float32) -> tf.Tensor:
+        """The ``[rows, 1, 1, channels]`` multiplier (0 or ``1 / (1 - rate)``) that :meth:`call` applies to a
+        ``[rows, h, w, channels]`` input with the same ``seed`` (the same draws, so the two agree exactly)."""
+        mask_shape = tf.stack([rows, channels])
         if seed is None:
             u = tf.random.uniform(mask_shape, dtype=tf.float32)
         else:
             u = tf.random.stateless_uniform(mask_shape, seed=seed_pair(seed, self.salt), dtype=tf.float32)
         keep = tf.cast(u >= self.rate, tf.float32) * (1.0 / (1.0 - self.rate))
-        keep = tf.cast(keep[:, None, None, :], inputs.dtype)
-        return inputs * keep
+        return tf.cast(keep[:, None, None, :], dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
