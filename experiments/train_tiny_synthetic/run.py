@@ -6,7 +6,8 @@ Steps:
 1. ``udet-train`` (subprocess, wall time measured) with the overrides in ``OVERRIDES`` plus any given after
    ``--``; outputs under ``--root`` (default ``outputs/experiments/train_tiny_synthetic``).
 2. The trained model (``train/final.weights.h5``) predicts the val split (Predictor: MC head dropout T=10,
-   lognormal decoding, soft NMS) -> COCO mAP (faster_coco_eval).
+   lognormal decoding, the default class-agnostic soft NMS) -> COCO mAP (faster_coco_eval); again with
+   per-class soft NMS (``mAP@0.5_per_class_nms``).
 3. Matching: detections with ``score >= --score`` are matched to GT one-to-one, greedily by descending
    score, same class, IoU >= 0.5. For every matched detection:
    * mean relative aleatoric σ = mean over the 4 corners of ``al_<corner> / size`` (size = predicted box
@@ -182,12 +183,20 @@ def main() -> None:
     frame = predictor.predict_manifest(val, InputConfig(batch_size=16))
     predict_s = time.perf_counter() - start
     metrics = coco_metrics(val.to_coco(), frame, val.class_names)
+    # the same model with per-class NMS (classes never suppress each other; each anchor keeps its top class)
+    from uncertainty_det.inference.postprocess import PostprocessConfig
+
+    per_class = Predictor.from_train_dir(train_dir, PostprocessConfig(class_agnostic=False))
+    metrics_per_class = coco_metrics(val.to_coco(), per_class.predict_manifest(val, InputConfig(batch_size=16)),
+                                     val.class_names)
     pred, gt, sigma = match_greedy(frame, val, args.score)
     result = {
         "train_wall_s": train_s,
         "predict_val_s": predict_s,
         "mAP@0.5": metrics["AP50"],
         "mAP": metrics["AP"],
+        "mAP@0.5_per_class_nms": metrics_per_class["AP50"],
+        "mAP_per_class_nms": metrics_per_class["AP"],
         "per_class_AP": {k: v for k, v in metrics.items() if k.startswith("AP/")},
         "score_floor": args.score,
         **sigma_residual_correlation(pred, gt, sigma),
