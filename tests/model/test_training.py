@@ -243,6 +243,20 @@ def test_nan_loss_stops_with_user_error_and_no_new_checkpoint(resumed_run):
     assert not resumed_run["final_after_nan"]
 
 
+def test_a_failing_final_evaluation_keeps_the_trained_weights(tmp_path):
+    """The final weights and detector_config.json are on disk before the final mAP evaluation runs."""
+    train_dir = tmp_path / "train"
+
+    def broken_evaluation(detector):
+        raise RuntimeError("evaluation failed")
+
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train_detector(small_config(), TrainerConfig(epochs=1, map_every=0, verbose=0, resume=False),
+                       make_dataset(2, 2), train_dir, num_train_batches=1, evaluate_fn=broken_evaluation,
+                       class_names=["a", "b", "c"], seed=0)
+    assert (train_dir / "final.weights.h5").is_file() and (train_dir / "detector_config.json").is_file()
+
+
 def test_resume_continues_at_the_checkpoint_epoch(resumed_run):
     result = resumed_run["result"]
     assert result.initial_epoch == 1                           # not restarted from 0
