@@ -75,6 +75,13 @@ def load_detector(train_dir: str | os.PathLike, weights: str | os.PathLike | Non
     return model, config, info
 
 
+def _as_normalization(normalization: Mapping[str, Sequence[float]] | None) -> dict | None:
+    """``{"mean": (r, g, b), "std": (r, g, b)}`` floats, or None when not recorded."""
+    if not normalization:
+        return None
+    return {key: tuple(float(v) for v in normalization[key]) for key in ("mean", "std")}
+
+
 def with_trained_normalization(input_cfg, normalization: Mapping[str, Sequence[float]] | None):
     """``input_cfg`` with the pixel ``mean``/``std`` the model was trained with (``detector_config.json``'s
     ``normalization``; runs trained before it was recorded carry none and keep ``input_cfg``'s).
@@ -84,10 +91,10 @@ def with_trained_normalization(input_cfg, normalization: Mapping[str, Sequence[f
     """
     import dataclasses
 
-    if not normalization:
+    normalization = _as_normalization(normalization)
+    if normalization is None:
         return input_cfg
-    mean = tuple(float(v) for v in normalization["mean"])
-    std = tuple(float(v) for v in normalization["std"])
+    mean, std = normalization["mean"], normalization["std"]
     if (mean, std) != (tuple(input_cfg.mean), tuple(input_cfg.std)):
         log.warning("input.mean/std %s/%s differ from the training normalisation %s/%s; using the training one",
                     list(input_cfg.mean), list(input_cfg.std), list(mean), list(std))
@@ -133,8 +140,7 @@ class Predictor:
         self.mc_samples = 1 if self.mc_mode == "off" else max(1, samples)
         self.mc_seed = config.mc_seed if mc_seed == "config" else (None if mc_seed is None else int(mc_seed))
         self.image_size = tuple(int(v) for v in (image_size or config.image_size))
-        self.normalization = None if not normalization else {
-            "mean": tuple(float(v) for v in normalization["mean"]), "std": tuple(float(v) for v in normalization["std"])}
+        self.normalization = _as_normalization(normalization)
         self.anchors = np.array(generate_anchors(
             self.image_size, config.min_level, config.max_level, config.num_scales, config.aspect_ratios,
             config.anchor_scale), dtype=np.float32)
