@@ -261,3 +261,29 @@ def test_assign_targets_edge_cases():
         assign_targets(np.array([[[0, 0, 32, 32]]], np.float32), np.array([[7]], np.int32), anchors, 3)
     with pytest.raises(ValueError):
         assign_targets(np.zeros((1, 1, 4)), np.ones((1, 1)), anchors, 3, match_threshold=0.4, unmatched_threshold=0.5)
+
+
+def test_assign_targets_ignores_padding_columns_wherever_they_are():
+    # the assigner drops the columns after the batch's last real GT: heavy trailing padding, padding between
+    # real GTs and a class-less image must give the same targets as the loop reference on the real GTs
+    anchors = generate_anchors((128, 128))
+    rng = np.random.default_rng(11)
+    b, m = 3, 100
+    yx = rng.uniform(0, 110, (b, m, 2))
+    hw = rng.uniform(12, 70, (b, m, 2))  # not so small that two anchors tie for a GT's force match
+    gt_boxes = np.concatenate([yx, yx + hw], -1).astype(np.float32)
+    gt_classes = np.full((b, m), -1, np.int32)
+    gt_classes[0, [0, 1, 2]] = [1, 2, 3]
+    gt_classes[1, [0, 3, 7]] = [4, 1, 2]  # padding in between; the batch's last real GT is column 7
+    gt_weights = rng.uniform(0.1, 1.0, (b, m)).astype(np.float32)
+    fn = tf.function(lambda x, y, z: assign_targets(x, y, anchors, 5, 0.5, 0.4, gt_weights=z))
+    out = fn(gt_boxes, gt_classes, gt_weights)
+    for i in range(b):
+        ref = _np_assign(gt_boxes[i], gt_classes[i], anchors, 0.5, 0.4, gt_weights[i])
+        np.testing.assert_array_equal(out["cls_targets"][i].numpy(), ref[0])
+        np.testing.assert_allclose(out["box_targets"][i].numpy(), ref[1], atol=1e-4)
+        np.testing.assert_allclose(out["weights"][i].numpy(), ref[2], rtol=1e-6)
+    compact = fn(gt_boxes[:, :8], gt_classes[:, :8], gt_weights[:, :8])
+    for key in out:
+        np.testing.assert_array_equal(out[key].numpy(), compact[key].numpy())
+    np.testing.assert_array_equal(out["cls_targets"][2].numpy(), -1)
