@@ -250,3 +250,12 @@ def test_saved_model_round_trip(tmp_path):
     got, want = loaded.serve(c32, s32), serve(c32, s32)
     for key in want:
         np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
+
+
+def test_time_decoding_reports_milliseconds_for_every_method():
+    from uncertainty_det.inference.decoding import DECODERS, time_decoding
+
+    for method in DECODERS:
+        options = {"samples": 8} if method == "sample" else None
+        ms = time_decoding(method, num_anchors=64, mc_samples=2, options=options, repeats=2)
+        assert 0.0 < ms < 10_000.0, method

@@ -11,57 +11,21 @@ import hydra
 from omegaconf import DictConfig
 
 from ..data.catalog import dataset_spec_from_config, load_split
-from ..errors import UserError
-from ..workspace import require_upstream, run_workspace
+from ..workspace import run_workspace
 from .common import CONFIG_DIR, plain_config, stage_run
+from .predictions import predict_split
 
 log = logging.getLogger("uncertainty_det.evaluate")
-
-
-def _predict_checkpoint(plain: dict, workspace, manifest):
-    import dataclasses
-
-    from ..data.pipeline import input_config_from_dict
-    from ..inference.postprocess import postprocess_config_from_dict
-    from ..inference.predictor import Predictor
-
-    require_upstream(workspace.final_weights, "train", f"udet-train run_name={workspace.run_name}",
-                     what="trained weights")
-    try:
-        post = postprocess_config_from_dict(plain["postprocess"])
-        inputs = dataclasses.replace(input_config_from_dict(plain["input"]), batch_size=int(plain["batch_size"]))
-    except ValueError as exc:
-        raise UserError(f"invalid config: {exc}") from exc
-    predictor = Predictor.from_train_dir(workspace.train, post, mc_samples=int(plain["mc_samples"]),
-                                         mc_seed=plain["mc_seed"])
-    return predictor.predict_manifest(manifest, inputs, progress=True)
-
-
-def _predict_export(plain: dict, workspace, manifest):
-    from ..inference.export import load_export
-    from ..inference.image_sources import images_from_manifest
-    from ..inference.infer import predict_images
-
-    require_upstream(workspace.export, "export", f"udet-export run_name={workspace.run_name}", what="export")
-    detector = load_export(workspace.export)
-    selection = images_from_manifest(manifest)
-    frame, _ = predict_images(detector, selection, batch_size=int(plain["batch_size"]))
-    return frame
-
-
-SOURCES = {"checkpoint": _predict_checkpoint, "export": _predict_export}
 
 
 def run(plain: dict, tracker) -> dict:
     """The evaluate stage on a resolved config; returns the metrics."""
     from ..evaluation.detection_eval import SUMMARY_KEYS, evaluate_detections
 
-    if plain["source"] not in SOURCES:
-        raise UserError(f"unknown source {plain['source']!r}; use one of {sorted(SOURCES)}")
     spec = dataset_spec_from_config(plain["dataset"])
     workspace = run_workspace(plain["paths"]["runs_dir"], plain["run_name"])
     manifest = load_split(spec, plain["split"])
-    detections = SOURCES[plain["source"]](plain, workspace, manifest)
+    detections = predict_split(plain, workspace, manifest)
     out_dir = workspace.root / "evaluation" / spec.name / plain["split"]
     metrics = evaluate_detections(manifest.to_coco(), detections, manifest.class_names, out_dir,
                                   title=f"{workspace.run_name} on {spec.name}/{plain['split']}")

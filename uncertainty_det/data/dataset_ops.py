@@ -121,3 +121,56 @@ def export_manifest(manifest: Manifest, dst: str | Path, dst_format: str, option
     if dst_format not in WRITERS:
         raise DatasetError(f"unknown target format {dst_format!r}; available: {sorted(WRITERS) + ['tfrecord']}")
     return asdict(WRITERS[dst_format](manifest, Path(dst), **options))
+
+
+def corrupted_copy(manifest: Manifest, name: str, severity: int, folder: str | Path, seed: int = 0,
+                   progress: bool = True) -> tuple[Manifest, int]:
+    """A copy of a split's images with a corruption applied, as a manifest whose image root is ``folder``.
+
+    Images are written once as PNG under ``folder`` (same relative file names, so ids and GT are unchanged;
+    each image seeded with ``seed + image_id``) and reused while ``folder/corruption.json`` records the same
+    corruption, severity, seed and source; the folder is replaced atomically otherwise. Unreadable source
+    images are skipped and counted.
+
+    Returns:
+      ``(manifest of the copies, number of skipped images)``.
+    """
+    import json
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from ..io_utils import atomic_dir, atomic_write_json, safe_relative_path
+    from .corruptions import apply_corruption, validate_corruption
+    from .images import load_rgb
+
+    try:
+        validate_corruption(name, int(severity))
+    except ValueError as exc:
+        raise DatasetError(f"validation.corruptions: {exc}") from None
+    folder = Path(folder)
+    stamp = {"corruption": name, "severity": int(severity), "seed": int(seed), "source": str(manifest.source),
+             "image_root": str(manifest.image_root), "images": len(manifest)}
+    marker = folder / "corruption.json"
+    skipped: list[int] = []
+    if marker.exists() and json.loads(marker.read_text()).get("stamp") == stamp:
+        skipped = json.loads(marker.read_text()).get("skipped", [])
+    else:
+        with atomic_dir(folder) as tmp:
+            for image_id in tqdm(manifest.image_ids, desc=f"{name} {severity}", unit="img", disable=not progress,
+                                 leave=False):
+                try:
+                    image = load_rgb(manifest.image_path(image_id))
+                except (OSError, ValueError, SyntaxError) as exc:
+                    log.warning("skipping unreadable image %s: %s", manifest.image_path(image_id), exc)
+                    skipped.append(int(image_id))
+                    continue
+                out = tmp / safe_relative_path(manifest.image(image_id)["file_name"])
+                out.parent.mkdir(parents=True, exist_ok=True)
+                corrupted = apply_corruption(image, name, int(severity), seed=int(seed) + int(image_id))
+                Image.fromarray(corrupted).save(out, format="PNG")
+            atomic_write_json(tmp / "corruption.json", {"stamp": stamp, "skipped": skipped})
+    keep = [i for i in manifest.image_ids if i not in set(skipped)]
+    copy = manifest.subset(keep)
+    copy.image_root = folder
+    return copy, len(skipped)

@@ -1,6 +1,8 @@
 """Run an exported detector over a selection of images and collect one Detections table."""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 from tqdm import tqdm
 
@@ -9,13 +11,14 @@ from .image_sources import ImageSelection, iter_batches
 
 
 def predict_images(detector, selection: ImageSelection, batch_size: int = 8,
-                   progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+                   progress: bool = True, timings: list | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Detections of every readable image of ``selection`` (equal-size images are batched together).
 
     Args:
       detector: an :class:`~uncertainty_det.inference.export.ExportedDetector`.
       selection: images from :mod:`.image_sources`.
       batch_size: images per serving call.
+      timings: when a list, ``(seconds, images)`` of every serving call is appended to it.
     Returns:
       ``(detections table, paths of files that failed to load)``.
     """
@@ -23,7 +26,10 @@ def predict_images(detector, selection: ImageSelection, batch_size: int = 8,
     frames = []
     bar = tqdm(total=len(selection.items), desc="predict", unit="img", disable=not progress)
     for items, images in iter_batches(selection.items, batch_size, on_error=lambda it, exc: failed.append(str(it.path))):
+        start = time.perf_counter()
         outputs = detector.predict(images)
+        if timings is not None:
+            timings.append((time.perf_counter() - start, len(items)))
         frames.append(tables.detections_to_frame(
             outputs, [it.image_id for it in items], [it.file_name for it in items], detector.class_names,
             detector.has_aleatoric, detector.has_epistemic))

@@ -192,7 +192,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ datasets
     def predict_dataset(self, dataset: Iterable[Mapping[str, Any]], progress: bool = True,
-                        total: int | None = None) -> dict[str, np.ndarray]:
+                        total: int | None = None, timings: list | None = None) -> dict[str, np.ndarray]:
         """Run :meth:`predict_batch` over a dataset of input-pipeline batches.
 
         Args:
@@ -200,6 +200,8 @@ class Predictor:
             :mod:`uncertainty_det.data.pipeline`).
           progress: show a tqdm bar on stderr.
           total: number of batches for the bar (optional).
+          timings: when a list, ``(seconds, images)`` of every batch's prediction call (results fetched) is
+            appended to it (runtime statistics).
 
         Returns:
           the post-processing outputs concatenated over batches as NumPy arrays (first axis = images, in
@@ -214,9 +216,13 @@ class Predictor:
         try:
             for k, batch in enumerate(dataset):
                 seed = None if self.mc_seed is None else self.mc_seed + k
+                start = time.perf_counter()
                 out = self.predict_batch(batch["image"], batch["scale"], batch["image_shape"], seed=seed)
+                out = {key: np.asarray(value) for key, value in out.items()}
+                if timings is not None:
+                    timings.append((time.perf_counter() - start, int(np.shape(batch["image_id"])[0])))
                 for key, value in out.items():
-                    chunks.setdefault(key, []).append(np.asarray(value))
+                    chunks.setdefault(key, []).append(value)
                 chunks.setdefault("image_id", []).append(np.asarray(batch["image_id"], dtype=np.int64))
                 if bar is not None:
                     bar.update(1)
@@ -228,7 +234,7 @@ class Predictor:
         return {key: np.concatenate(parts, axis=0) for key, parts in chunks.items()}
 
     def predict_manifest(self, manifest, input_cfg, image_ids: Sequence[int] | None = None,
-                         progress: bool = False):
+                         progress: bool = False, timings: list | None = None):
         """Detections of a manifest's images as a Detections table (DESIGN §6.3).
 
         Args:
@@ -237,6 +243,7 @@ class Predictor:
             the predictor's, and evaluation mode (no augmentation) is used.
           image_ids: a subset of ids (default: all, manifest order).
           progress: tqdm bar.
+          timings: per-batch ``(seconds, images)`` are appended to it (see :meth:`predict_dataset`).
 
         Returns:
           ``pandas.DataFrame`` with one row per detection (``tables.detections_to_frame``); missing or
@@ -252,7 +259,7 @@ class Predictor:
         dataset, report = build_manifest_dataset(manifest, cfg, image_ids=image_ids, training=False)
         start = time.perf_counter()
         total = -(-report.num_images // cfg.batch_size)
-        out = self.predict_dataset(dataset, progress=progress, total=total)
+        out = self.predict_dataset(dataset, progress=progress, total=total, timings=timings)
         log.debug("predicted %d images in %.1f s", len(out["image_id"]), time.perf_counter() - start)
         ids = out.pop("image_id")
         if ids.size == 0:
