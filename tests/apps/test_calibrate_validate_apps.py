@@ -76,7 +76,7 @@ def test_validate_outputs(validated):
 def test_epal_outputs(validated):
     folder = validated / "outputs" / "runs" / RUN / "validation" / "synthetic" / "epal"
     for y in ("ep", "entropy"):
-        assert (folder / y / "scatter.png").is_file()
+        assert (folder / y / "scatter.png").is_file() and (folder / y / "comparison.png").is_file()
         assert (folder / y / "hal_lep.csv").is_file() and (folder / y / "lal_hep.csv").is_file()
     (run,) = all_runs(mlflow_client(validated), "epal")
     assert run.data.metrics["ep/grid_size"] >= 2

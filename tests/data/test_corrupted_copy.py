@@ -11,7 +11,7 @@ from uncertainty_det.data.dataset_ops import corrupted_copy
 from uncertainty_det.data.errors import DatasetError
 from uncertainty_det.data.images import load_rgb
 from uncertainty_det.data.manifest import ManifestBuilder, categories_from_names
-from uncertainty_det.data.visualize import crop_mosaic
+from uncertainty_det.data.visualize import crop_mosaic, crop_sharpness
 
 
 def _manifest(root):
@@ -57,3 +57,15 @@ def test_crop_mosaic(tmp_path):
     assert mosaic.shape == (32, 64, 3)                     # 2 crops: image 3 unreadable, one NaN box
     assert crop_mosaic(manifest, rows, cell=32, gt=True).shape == (32, 96, 3)   # GT boxes of the 3 readable rows
     assert crop_mosaic(manifest, rows.iloc[2:3]) is None
+
+
+def test_crop_sharpness_is_the_laplacian_variance(tmp_path):
+    from scipy import ndimage
+
+    manifest = _manifest(tmp_path / "images")
+    rows = pd.DataFrame({"image_id": [1, 3, 1], "ymin": [5.0, 0, np.nan], "xmin": [5.0, 0, 0],
+                         "ymax": [30.0, 10, 5], "xmax": [40.0, 10, 5]})
+    got = crop_sharpness(manifest, rows)
+    crop = load_rgb(manifest.image_path(1))[5:30, 5:40].astype(np.float64).mean(axis=-1)
+    assert got[0] == pytest.approx(ndimage.laplace(crop).var()) and got[0] > 0
+    assert np.isnan(got[1]) and np.isnan(got[2])          # unreadable image, NaN box

@@ -141,3 +141,15 @@ def test_epal_figure_renders():
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=40)
     assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def test_comparison_panel_plots_both_sets_with_normalised_uncertainties():
+    from uncertainty_det.evaluation.epal import epal_comparison_figure
+
+    res = epal_analysis(_matches_for(X, Y), n=2)
+    fig = epal_comparison_figure(res, {"hal_lep": np.array([1.0, 2.0])}, ["a", "b"])
+    assert len(fig.axes) == 9
+    al_panel = next(ax for ax in fig.axes if ax.get_title().startswith("AL"))
+    # min-max normalised over all points: the high-AL set sits at the top of the AL range
+    hal = al_panel.collections[0].get_offsets()[:, 1]
+    np.testing.assert_allclose(hal, (np.array([1.0, 0.95]) - X.min()) / (X.max() - X.min()))

@@ -24,8 +24,8 @@ def run(plain: dict, tracker) -> dict:
     """The epal stage on a resolved config; returns per-y metrics (grid size, points, corner counts)."""
     from PIL import Image
 
-    from ..data.visualize import crop_mosaic
-    from ..evaluation.epal import epal_analysis, epal_figure
+    from ..data.visualize import crop_mosaic, crop_sharpness
+    from ..evaluation.epal import epal_analysis, epal_comparison_figure, epal_figure
     from ..io_utils import atomic_dir
     from ..tables import read_detections
 
@@ -53,6 +53,9 @@ def run(plain: dict, tracker) -> dict:
             folder = tmp / y
             folder.mkdir()
             epal_figure(result).savefig(folder / "scatter.png", dpi=110)
+            quality = {"hal_lep": crop_sharpness(manifest, result.hal_lep),
+                       "lal_hep": crop_sharpness(manifest, result.lal_hep)}
+            epal_comparison_figure(result, quality, manifest.class_names).savefig(folder / "comparison.png", dpi=110)
             keep = ["image_id", "file_name", "det", "class_id", "score", "gt_class_id", "iou", "epal_x", "epal_y",
                     "epal_cell", "ymin", "xmin", "ymax", "xmax"]
             for name, rows in (("hal_lep", result.hal_lep), ("lal_hep", result.lal_hep)):

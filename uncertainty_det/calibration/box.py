@@ -242,9 +242,7 @@ class _BoxIsotonic(BoxCalibrator):
 
     def _transform(self, pred, sigma, classes) -> np.ndarray:
         x, _, size = self._xy(pred, sigma)
-        out = self._apply_coordinates(x)
-        if self.grouping == "clscoo":
-            out = self._apply_classes(x, classes, out)
+        out = self._apply_classes(x, classes) if self.grouping == "clscoo" else self._apply_coordinates(x)
         return np.maximum(out * size if size is not None else out, self.min_sigma)
 
     def curve(self, sigma: np.ndarray, coord: int = 0, class_id: int | None = None) -> np.ndarray:
@@ -262,7 +260,7 @@ class _BoxIsotonic(BoxCalibrator):
     def _fit_classes(self, x, y, classes) -> None:
         raise NotImplementedError
 
-    def _apply_classes(self, x, classes, out) -> np.ndarray:
+    def _apply_classes(self, x, classes) -> np.ndarray:
         raise NotImplementedError
 
     def _state(self) -> dict[str, Any]:
@@ -344,18 +342,27 @@ class BoxIsoPerClsCoo(_BoxIsotonic):
             return self.class_maps_[4 * (class_id - 1) + coord]
         return None
 
-    def _apply_classes(self, x, classes, out) -> np.ndarray:
-        out = out.copy()
-        unknown = (classes < 1) | (classes > self.n_classes_)
+    def _apply_classes(self, x, classes) -> np.ndarray:
+        n_cls = self.n_classes_
+        unknown = (classes < 1) | (classes > n_cls)
         if np.any(unknown):
-            warn(f"{self.name}: {int(unknown.sum())} detection(s) have a class outside 1..{self.n_classes_} "
+            warn(f"{self.name}: {int(unknown.sum())} detection(s) have a class outside 1..{n_cls} "
                  f"(e.g. {int(classes[unknown][0])}); they use the per-coordinate calibration")
-        for c in np.unique(classes[~unknown]):
-            rows = classes == c
+        # one stable sort by class (0 = unknown) so every (class, coordinate) map runs on a contiguous slice
+        group = np.where(unknown, 0, classes)
+        order = np.argsort(group, kind="stable")
+        xs = np.ascontiguousarray(x[order].T)                          # [4, N], sorted by class
+        bounds = np.searchsorted(group[order], np.arange(n_cls + 2))
+        res = np.empty_like(xs)
+        for c in range(n_cls + 1):
+            start, end = bounds[c], bounds[c + 1]
+            if start == end:
+                continue
             for k in range(4):
-                m = self.class_maps_[4 * (c - 1) + k]
-                if m is not None:
-                    out[rows, k] = m(x[rows, k])
+                m = self.class_maps_[4 * (c - 1) + k] if c >= 1 else None
+                res[k, start:end] = (m if m is not None else self.maps_[k])(xs[k, start:end])
+        out = np.empty_like(x)
+        out[order] = res.T
         return out
 
     def _state(self) -> dict[str, Any]:

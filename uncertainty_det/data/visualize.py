@@ -106,3 +106,29 @@ def crop_mosaic(manifest: Manifest, rows, cell: int = 96, cols: int = 5, pad: fl
     if not crops:
         return None
     return tile_images(crops, cell=(cell, cell), cols=min(cols, len(crops)))
+
+
+def crop_sharpness(manifest: Manifest, rows) -> np.ndarray:
+    """No-reference quality of each row's predicted-box crop: variance of the Laplacian of its grey levels.
+
+    ``rows``: a frame with ``image_id`` and the box columns. Low values = blurred or flat crops. Returns
+    ``[len(rows)]`` float64 (NaN for unreadable images or empty crops).
+    """
+    from scipy import ndimage
+
+    from .images import load_rgb
+
+    out = np.full(len(rows), np.nan)
+    for i, (_, row) in enumerate(rows.iterrows()):
+        box = np.array([row[c] for c in ("ymin", "xmin", "ymax", "xmax")], dtype=np.float64)
+        if not np.all(np.isfinite(box)):
+            continue
+        try:
+            image = load_rgb(manifest.image_path(int(row["image_id"])))
+        except (OSError, ValueError, SyntaxError):
+            continue
+        y0, x0 = max(int(box[0]), 0), max(int(box[1]), 0)
+        crop = image[y0:int(np.ceil(box[2])), x0:int(np.ceil(box[3]))].astype(np.float64).mean(axis=-1)
+        if crop.shape[0] >= 3 and crop.shape[1] >= 3:
+            out[i] = float(ndimage.laplace(crop).var())
+    return out

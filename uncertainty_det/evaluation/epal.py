@@ -20,6 +20,7 @@ min-max normalised ``x - y`` gap) instead of file order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -225,4 +226,71 @@ def epal_figure(result: EpalResult, title: str | None = None):
     ax_right.tick_params(labelleft=False)
     ax_top.set_title(title or f"AL vs {'ENT' if result.y_name == 'entropy' else 'EP'}: "
                               f"{x.size} detections, IoU > {result.iou_thr}, grid {g}x{g}")
+    return fig
+
+
+def _trend(ax, values: np.ndarray, color: str, label: str) -> None:
+    """Values against their rank in the corner set, with a cubic least-squares trend (lower degree if few)."""
+    v = np.asarray(values, dtype=np.float64)
+    x = np.arange(v.size)
+    ok = np.isfinite(v)
+    ax.scatter(x[ok], v[ok], s=14, color=color, label=label)
+    if ok.sum() >= 2:
+        deg = int(min(3, ok.sum() - 1))
+        grid = np.linspace(0, max(v.size - 1, 1), 50)
+        ax.plot(grid, np.polyval(np.polyfit(x[ok], v[ok], deg), grid), color=color, linewidth=1)
+
+
+def epal_comparison_figure(result: EpalResult, crop_quality: Mapping[str, np.ndarray] | None = None,
+                           class_names: Sequence[str] | None = None, title: str | None = None):
+    """The reference's comparison panel of the two corner sets (high AL / low EP vs low AL / high EP).
+
+    3 x 3 panels, each set against its rank (most extreme first) with a cubic trend line: IoU, score,
+    entropy (bits), predicted box area (px²), crop quality (``crop_quality[set name]``, e.g. the Laplacian
+    variance of the crop; the reference used BRISQUE), min-max normalised AL and EP (over all points), plus
+    the predicted and GT class histograms of both sets. Returns a matplotlib ``Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    sets = (("hal_lep", "high AL / low EP", result.hal_lep, "tab:red"),
+            ("lal_hep", "low AL / high EP", result.lal_hep, "tab:blue"))
+    xs, ys = result.points["epal_x"].to_numpy(np.float64), result.points["epal_y"].to_numpy(np.float64)
+
+    def norm(v, ref):
+        span = np.ptp(ref) if ref.size else 0.0
+        return (np.asarray(v, np.float64) - ref.min()) / span if span > 0 else np.zeros(len(v))
+
+    panels = [
+        ("IoU with GT", lambda r, k: r["iou"].to_numpy(np.float64)),
+        ("score", lambda r, k: r["score"].to_numpy(np.float64)),
+        ("entropy (bits)", lambda r, k: r["entropy"].to_numpy(np.float64) if "entropy" in r else np.full(len(r), np.nan)),
+        ("predicted area (px²)", lambda r, k: ((r["ymax"] - r["ymin"]) * (r["xmax"] - r["xmin"])).to_numpy(np.float64)),
+        ("crop sharpness (Laplacian variance)", lambda r, k: np.asarray((crop_quality or {}).get(k, np.full(len(r), np.nan)), np.float64)),
+        ("AL (min-max normalised)", lambda r, k: norm(r["epal_x"], xs)),
+        (f"{'entropy' if result.y_name == 'entropy' else 'EP'} (min-max normalised)", lambda r, k: norm(r["epal_y"], ys)),
+    ]
+    fig = Figure(figsize=(12, 10))
+    for i, (name, value) in enumerate(panels):
+        ax = fig.add_subplot(3, 3, i + 1)
+        for key, label, rows, color in sets:
+            if len(rows):
+                _trend(ax, value(rows, key), color, label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("rank in set", fontsize=8)
+        if i == 0:
+            ax.legend(frameon=False, fontsize=7)
+    for j, (column, what) in enumerate((("class_id", "predicted"), ("gt_class_id", "GT"))):
+        ax = fig.add_subplot(3, 3, 8 + j)
+        ids = np.concatenate([rows[column].to_numpy(np.int64) for _, _, rows, _ in sets if len(rows)] or [[1]])
+        bins = np.arange(1, max(int(ids.max()), len(class_names or [])) + 2)
+        for s, (_, label, rows, color) in enumerate(sets):
+            counts = np.histogram(rows[column].to_numpy(np.int64), bins=bins)[0] if len(rows) else np.zeros(len(bins) - 1)
+            ax.bar(bins[:-1] + (s - 0.5) * 0.4, counts, width=0.4, color=color, label=label)
+        ax.set_xticks(bins[:-1])
+        if class_names:
+            ax.set_xticklabels([class_names[c - 1] if c - 1 < len(class_names) else str(c) for c in bins[:-1]],
+                               rotation=30, fontsize=7)
+        ax.set_title(f"{what} class", fontsize=9)
+    fig.suptitle(title or f"corner sets: {len(result.hal_lep)} high AL / low EP, {len(result.lal_hep)} low AL / high EP")
+    fig.tight_layout()
     return fig
