@@ -116,3 +116,18 @@ def test_decoding_sweep_validates_from_the_weights(validated):
     assert all(r.data.metrics["runtime/decoding_ms_per_image"] > 0 for r in runs)
     folder = validated / "outputs" / "runs" / RUN / "validation"
     assert (folder / "synthetic-nflow" / "metrics.json").is_file() and (folder / "synthetic-lognormal").is_dir()
+
+
+def test_infer_applies_the_calibrators_and_the_validated_score_floor(validated):
+    from uncertainty_det.tables import read_detections
+
+    ws = validated / "outputs" / "runs" / RUN
+    run_app("validate", *DATA, "tracking=none", cwd=validated)      # restore the default calibrators' validation
+    average = json.loads((ws / "validation" / "synthetic" / "metrics.json").read_text())["metrics"][
+        "quality/average_score"]
+    run_app("infer", *DATA, "tracking=none", "source=split", "split=test", "max_drawn=0", cwd=validated)
+    df, meta = read_detections(ws / "inference" / "detections.parquet")
+    assert meta["score_floor"] == pytest.approx(average)
+    selected = json.loads((ws / "calibration" / "calibration.json").read_text())["selected"]
+    assert meta["calibration"]["box_method"] == selected["box"]          # the selection of the last udet-calibrate
+    assert {"probs_cal", "entropy_cal", "al_ymin_cal", "ep_xmax_cal", "ep_cls_cal"} <= set(df.columns)

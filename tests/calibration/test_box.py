@@ -141,3 +141,14 @@ def test_input_checks():
         BoxIsoAll().fit(np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 4)))
     with pytest.raises(CalibrationError, match="rows"):
         BoxTSAll().fit(pred, gt[:10], sigma)
+
+
+def test_sigma_exactly_half_the_truth_gives_scale_two_and_calibrated_coverage():
+    rng = np.random.default_rng(5)
+    sigma_true = rng.uniform(1.0, 8.0, (50_000, 4))
+    pred = np.tile([10.0, 10.0, 60.0, 60.0], (50_000, 1))
+    gt = pred + rng.normal(size=sigma_true.shape) * sigma_true
+    cal = BoxTSAll().fit(pred, gt, sigma_true / 2)
+    assert cal.scale_[0] == pytest.approx(2.0, rel=0.01)
+    assert M.coverage_ece(gt - pred, sigma_true / 2) > 0.2
+    assert M.coverage_ece(gt - pred, cal.transform(pred, sigma_true / 2)) < 0.01

@@ -14,9 +14,13 @@ import hydra
 from omegaconf import DictConfig
 
 from ..errors import UserError
+from .calibrators import calibrated, load_run_calibration
 from .common import CONFIG_DIR, plain_config, stage_run
 
 log = logging.getLogger("uncertainty_det.infer")
+
+#: Score floor of a run that ``udet-validate`` has not scored (no measured average score).
+DEFAULT_SCORE_FLOOR = 0.3
 
 
 def _select(cfg: dict):
@@ -76,7 +80,18 @@ def run(cfg: dict, tracker) -> dict:
 
     ws = run_workspace(cfg["paths"]["runs_dir"], cfg["run_name"])
     export_dir = require_upstream(ws.export, "export", f"udet-export run_name={cfg['run_name']}", "the exported model")
-    score_floor = float(cfg["score_floor"])
+    score_floor = cfg["score_floor"]
+    if score_floor is None:
+        from .calibrators import validated_average_score
+
+        score_floor = validated_average_score(ws, cfg["dataset"]["name"])
+        if score_floor is None:
+            score_floor = DEFAULT_SCORE_FLOOR
+            log.info("score_floor: run %s is not validated on %s (udet-validate measures its average score); "
+                     "using %.2f", cfg["run_name"], cfg["dataset"]["name"], score_floor)
+        else:
+            log.info("score_floor: %.4f, the average score measured by udet-validate", score_floor)
+    score_floor = float(score_floor)
     if not math.isfinite(score_floor):
         raise UserError(f"score_floor must be a finite number, got {cfg['score_floor']}")
     detector = load_export(export_dir)
@@ -125,10 +140,13 @@ def run(cfg: dict, tracker) -> dict:
             raise UserError(f"none of the {len(selection.items) + selection.skipped} selected images could be read "
                             f"({source_desc}); check the image files")
         df = pd.concat(frames, ignore_index=True) if frames else tables.empty_frame()
+        calibration = load_run_calibration(cfg, ws)
+        df = calibrated(df, calibration)
         tables.write_detections(df, tmp / "detections.parquet", metadata={
             "run_name": cfg["run_name"], "dataset": cfg["dataset"]["name"], "decoding": ecfg["decoding"],
             "mc_samples": ecfg["mc"]["samples"], "mc_mode": ecfg["mc"]["mode"], "mc_seed": ecfg["mc"]["seed"],
-            "source": source_desc, "score_floor": score_floor})
+            "source": source_desc, "score_floor": score_floor,
+            "calibration": None if calibration is None else calibration.describe()})
         summary = drawing.image_summary(df, pd.DataFrame(processed), score_floor)
         with atomic_path(tmp / "uncertainty_summary.csv") as p:
             summary.to_csv(p, index=False, na_rep="nan")

@@ -17,40 +17,13 @@ from ..data.catalog import dataset_spec_from_config, load_split
 from ..errors import UserError
 from ..workspace import run_workspace
 from .common import CONFIG_DIR, plain_config, stage_run
+from .calibrators import calibrated, load_run_calibration
 from .predictions import predict_split
 
 log = logging.getLogger("uncertainty_det.validate")
 
 #: Columns of the corruption table (besides corruption, severity) and of its plot.
 SEVERITY_METRICS = ("coco/AP50", "coco/AP", "quality/missed_pct")
-
-
-def load_run_calibration(plain: dict, workspace):
-    """The run's calibrators per ``calibration.*`` (``None`` when off or when the run has none)."""
-    from ..calibration.fitting import SUMMARY_FILE, load_calibration
-
-    cal = plain.get("calibration") or {}
-    if not cal.get("apply", True):
-        return None
-    if not (workspace.calibration / SUMMARY_FILE).exists():
-        if cal.get("class_method") or cal.get("box_method"):
-            raise UserError(f"calibration.class_method/box_method given but run {workspace.run_name!r} has no "
-                            f"calibrators: run udet-calibrate run_name={workspace.run_name} first")
-        log.warning("run %s has no calibrators (udet-calibrate run_name=%s fits them): only uncalibrated "
-                    "uncertainties are validated", workspace.run_name, workspace.run_name)
-        return None
-    return load_calibration(workspace.calibration, cal.get("class_method"), cal.get("box_method"))
-
-
-def calibrated(detections, calibration):
-    """``detections`` with the ``*_cal`` columns of ``calibration`` (unchanged when ``None``)."""
-    if calibration is None:
-        return detections
-    from ..calibration import calibrate_detections
-
-    return calibrate_detections(detections, calibration.class_calibrator,
-                                calibration.al_calibrator if "al_ymin" in detections.columns else None,
-                                calibration.ep_calibrator if "ep_ymin" in detections.columns else None)
 
 
 def decoding_source(plain: dict, workspace) -> tuple[dict, dict]:
