@@ -66,6 +66,8 @@ def test_validate_outputs(validated):
     table = pd.read_csv(folder / "uncertainty.csv")
     assert {"al", "ep", "entropy", "ep_cls"} <= set(table["uncertainty"])
     assert (folder / "plots" / "al" / "pit_coverage.png").is_file()
+    per = json.loads((folder / "plots" / "al_cal" / "metrics.json").read_text())
+    assert per["uncertainty"] == "al" and per["calibrated"] is True and "auroc_tp_fp" in per
     severity = pd.read_csv(folder / "corruptions" / "severity.csv")
     assert severity[["corruption", "severity"]].values.tolist() == [["fog", 0], ["fog", 4]]
     assert (folder / "corruptions" / "severity.png").is_file()

@@ -143,6 +143,9 @@ def run(plain: dict, tracker) -> dict:
             quality[key] = None if frame is None else json.loads(frame.to_json(orient="records"))
         atomic_write_json(tmp / "quality.json", quality)
         report.uncertainty.to_csv(tmp / "uncertainty.csv", index=False)
+        for _, row in report.uncertainty.iterrows():       # one metrics JSON per uncertainty, next to its plots
+            tag = f"{row['uncertainty']}{'_cal' if row['calibrated'] else ''}"
+            atomic_write_json(tmp / "plots" / tag / "metrics.json", json.loads(row.to_json()))
         report.calibration.to_csv(tmp / "calibration.csv", index=False)
         for name, fig in report.figures.items():
             (tmp / "plots" / name).parent.mkdir(parents=True, exist_ok=True)
