@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 OVERRIDES = [
     "model=tiny",
     "uncertainty=mcdropout_lossatt_head",
-    "trainer.epochs=24",
+    "trainer.epochs=20",
     "trainer.learning_rate=1e-2",
     "trainer.map_every=0",
     "trainer.validation_loss=false",

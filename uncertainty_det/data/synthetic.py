@@ -103,14 +103,14 @@ class SyntheticConfig:
     class_weights: tuple[float, ...] | None = DEFAULT_CLASS_WEIGHTS
     objects_per_image: tuple[int, int] = (1, 6)
     size_range: tuple[float, float] = (0.1, 0.5)
-    occlusion: float = 0.3
+    occlusion: float = 0.2
     clutter: tuple[int, int] = (2, 8)
     noise_std: float = 5.0
-    class_colour: float = 0.75
+    class_colour: float = 1.0
     label_noise: dict[str, float] = field(default_factory=lambda: {"box_jitter": 0.0, "class_flip": 0.0})
     background: str = "gradient"
     shift: dict[str, Any] | None = None
-    min_visible: float = 0.2
+    min_visible: float = 0.5
     max_truncated: float = 0.6
     image_format: str = "png"
 
