@@ -73,6 +73,22 @@ def sample_grid(manifest: Manifest, num_images: int = 16, seed: int = 0, cols: i
     return tile_images(drawn, cols=cols)
 
 
+def _row_images(manifest: Manifest, rows, prefix: str = ""):
+    """Yield ``(position, row, image [H,W,3] uint8, box [4])`` for the rows of a Detections/Matches frame whose
+    ``<prefix>ymin..xmax`` box is finite and whose image loads (the others are skipped)."""
+    from .images import load_rgb
+
+    for i, (_, row) in enumerate(rows.iterrows()):
+        box = np.array([row[f"{prefix}{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], dtype=np.float64)
+        if not np.all(np.isfinite(box)):
+            continue
+        try:
+            image = load_rgb(manifest.image_path(int(row["image_id"])))
+        except (OSError, ValueError, SyntaxError):
+            continue
+        yield i, row, image, box
+
+
 def crop_mosaic(manifest: Manifest, rows, cell: int = 96, cols: int = 5, pad: float = 0.15,
                 gt: bool = False) -> np.ndarray | None:
     """A grid of box crops: one per row of a Detections/Matches frame (``image_id`` and box columns).
@@ -81,25 +97,14 @@ def crop_mosaic(manifest: Manifest, rows, cell: int = 96, cols: int = 5, pad: fl
     side, with the box drawn, resized into a ``cell`` x ``cell`` thumbnail. Unreadable images are skipped.
     Returns ``[H, W, 3]`` uint8, or ``None`` when no crop could be made.
     """
-    from .images import load_rgb
-
-    prefix = "gt_" if gt else ""
     crops = []
-    for _, row in rows.iterrows():
-        box = np.array([row[f"{prefix}{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], dtype=np.float64)
-        if not np.all(np.isfinite(box)):
-            continue
-        try:
-            image = load_rgb(manifest.image_path(int(row["image_id"])))
-        except (OSError, ValueError, SyntaxError):
-            continue
+    for _, row, image, box in _row_images(manifest, rows, "gt_" if gt else ""):
         h, w = box[2] - box[0], box[3] - box[1]
         y0, x0 = int(max(box[0] - pad * h, 0)), int(max(box[1] - pad * w, 0))
         y1 = int(min(box[2] + pad * h, image.shape[0])) + 1
         x1 = int(min(box[3] + pad * w, image.shape[1])) + 1
         class_id = int(row["gt_class_id"] if gt else row["class_id"])
-        drawn = draw_boxes(image, box[None], [class_id])
-        crop = drawn[y0:y1, x0:x1]
+        crop = draw_boxes(image, box[None], [class_id])[y0:y1, x0:x1]
         scale = cell / max(crop.shape[:2])  # small objects are enlarged to fill the cell
         size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
         crops.append(np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR)))
@@ -116,17 +121,8 @@ def crop_sharpness(manifest: Manifest, rows) -> np.ndarray:
     """
     from scipy import ndimage
 
-    from .images import load_rgb
-
     out = np.full(len(rows), np.nan)
-    for i, (_, row) in enumerate(rows.iterrows()):
-        box = np.array([row[c] for c in ("ymin", "xmin", "ymax", "xmax")], dtype=np.float64)
-        if not np.all(np.isfinite(box)):
-            continue
-        try:
-            image = load_rgb(manifest.image_path(int(row["image_id"])))
-        except (OSError, ValueError, SyntaxError):
-            continue
+    for i, _, image, box in _row_images(manifest, rows):
         y0, x0 = max(int(box[0]), 0), max(int(box[1]), 0)
         crop = image[y0:int(np.ceil(box[2])), x0:int(np.ceil(box[3]))].astype(np.float64).mean(axis=-1)
         if crop.shape[0] >= 3 and crop.shape[1] >= 3:
