@@ -59,18 +59,18 @@ def decoding_runtime(info: dict, num_anchors: int) -> float:
     return time_decoding(info["method"], k, info["samples"], decoder_options(info["method"], info["options"]))
 
 
-def _validate(plain: dict, workspace, manifest, calibration, figures: bool, title: str):
+def _validate(plain: dict, workspace, manifest, calibration, figures: bool, title: str, cache: dict):
     from ..evaluation.validation import validate_detections
 
     timings: list = []
-    detections = calibrated(predict_split(plain, workspace, manifest, timings=timings), calibration)
+    detections = calibrated(predict_split(plain, workspace, manifest, timings=timings, cache=cache), calibration)
     v = plain["validation"]
     return validate_detections(
         detections, manifest, matcher=v["matcher"], iou_threshold=float(v["iou_threshold"]),
         score_floor=v["score_floor"], timings=timings, warmup=int(v["warmup"]), figures=figures, title=title)
 
 
-def _corruption_table(plain: dict, workspace, manifest, calibration, spec, clean_metrics: dict):
+def _corruption_table(plain: dict, workspace, manifest, calibration, spec, clean_metrics: dict, cache: dict):
     import pandas as pd
 
     from ..data.dataset_ops import corrupted_copy
@@ -83,7 +83,7 @@ def _corruption_table(plain: dict, workspace, manifest, calibration, spec, clean
         for severity in v["severities"]:
             folder = _corruption_folder(plain, spec, name, severity)
             copy, skipped = corrupted_copy(manifest, name, int(severity), folder, seed=int(plain["seed"]))
-            report = _validate(plain, workspace, copy, calibration, figures=False, title="")
+            report = _validate(plain, workspace, copy, calibration, figures=False, title="", cache=cache)
             rows.append({"corruption": name, "severity": int(severity), "skipped_images": skipped,
                          **{k: report.metrics.get(k) for k in keys}})
             log.info("%s %d: mAP@0.5 %.3f", name, severity, report.metrics.get("coco/AP50", float("nan")))
@@ -121,13 +121,14 @@ def run(plain: dict, tracker) -> dict:
         log.warning("validating on %s, the split the calibrators were fitted on: calibrated numbers are "
                     "optimistic (use split=<another split>)", plain["split"])
     title = f"{workspace.run_name} on {spec.name}/{plain['split']}"
-    report = _validate(plain, workspace, manifest, calibration, figures=True, title=title)
+    cache: dict = {}                    # the model is loaded once for the split and every corrupted copy
+    report = _validate(plain, workspace, manifest, calibration, figures=True, title=title, cache=cache)
     metrics = dict(report.metrics)
     if "al_ymin" in report.matches.columns:
         metrics["runtime/decoding_ms_per_image"] = decoding_runtime(decoding, _num_anchors(plain, workspace))
     corruption_table = None
     if plain["validation"]["corruptions"]:
-        corruption_table, keys = _corruption_table(plain, workspace, manifest, calibration, spec, metrics)
+        corruption_table, keys = _corruption_table(plain, workspace, manifest, calibration, spec, metrics, cache)
     # an explicitly requested decoding (decoding=<method>, e.g. a sweep over methods) gets its own folder
     requested = (plain.get("decoding") or {}).get("name")
     out_dir = workspace.validation(spec.name if not requested else f"{spec.name}-{decoding['method']}")
