@@ -28,6 +28,7 @@ __all__ = [
     "check_run_name",
     "require_upstream",
     "run_workspace",
+    "evaluation_name",
 ]
 
 
@@ -129,6 +130,15 @@ class RunWorkspace:
     def ssl(self, method: str) -> Path:
         """``ssl/<method>/``."""
         return self.root / "ssl" / check_run_name(method)
+
+
+def evaluation_name(dataset: str, split: str, eval_split: str | None) -> str:
+    """Folder name of a validation/thresholding of ``dataset``'s ``split``: ``<dataset>`` for the dataset's
+    evaluation split (``eval_split``; ``None`` = every split), else ``<dataset>-<split>`` (e.g. the
+    ``synthetic-val`` Matches table the thresholds are fitted on next to the ``synthetic`` test results)."""
+    if eval_split is None or str(split) == str(eval_split):
+        return str(dataset)
+    return f"{dataset}-{split}"
 
 
 def run_workspace(runs_dir: str | os.PathLike, run_name: str) -> RunWorkspace:

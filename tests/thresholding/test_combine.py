@@ -213,3 +213,15 @@ def test_single_uncertainty(matches):
     m = fit_threshold_model(matches, ["entropy"], settings=FAST)
     np.testing.assert_array_equal(m.weights, [1.0])
     assert m.metrics[COMBINATION]["fd_at_cd"] == pytest.approx(m.metrics["entropy"]["fd_at_cd"])
+
+
+def test_operating_threshold_mean_or_one_iou(model, matches, tmp_path):
+    assert model.operating_threshold == pytest.approx(float(np.nanmean(model.thresholds)))
+    assert model.info["operating_iou"] is None
+    at_05 = fit_threshold_model(matches, ["noise", "entropy"], budget=0.95, mode="cd", settings=FAST,
+                                operating_iou=0.5)
+    np.testing.assert_array_equal(at_05.thresholds, model.thresholds)      # same seed: same fit
+    assert at_05.operating_threshold == model.thresholds[0]
+    assert load_threshold_model(save_threshold_model(at_05, tmp_path / "op.json")).info["operating_iou"] == 0.5
+    with pytest.raises(ThresholdingError, match="operating_iou 0.55 is not one of"):
+        fit_threshold_model(matches, ["entropy"], iou_thresholds=[0.5, 0.6], operating_iou=0.55, settings=FAST)

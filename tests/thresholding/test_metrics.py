@@ -191,3 +191,20 @@ def test_bad_inputs():
         budget_threshold(np.append(U[:-1], np.nan), CD, 0.9)
     r = budget_threshold(np.zeros(0), np.zeros((2, 0), bool), 0.9)
     assert np.isnan(r.threshold).all()
+
+
+@pytest.mark.parametrize("mode", ["cd", "fd"])
+@pytest.mark.parametrize("budget", [0.5, 0.9, 0.95, 0.99, 0.999])
+def test_budget_metric_equals_full_roc_metric(mode, budget):
+    """The optimiser's partition-based metric equals the ROC-based one, ties and tiny groups included."""
+    from uncertainty_det.thresholding.metrics import budget_metric
+
+    rng = np.random.default_rng(int(budget * 1000) + (mode == "fd"))
+    for trial in range(40):
+        n = int(rng.integers(1, 60))
+        u = rng.integers(0, 6, n).astype(float) if trial % 2 else rng.normal(size=n)   # heavy ties / none
+        cd = rng.uniform(size=(4, n)) < rng.uniform(0.05, 0.95, (4, 1))
+        cd[0] = True                                                                 # a row without FDs
+        expected = budget_threshold(u, cd, budget, mode).metric
+        np.testing.assert_allclose(budget_metric(u, cd, budget, mode), expected, rtol=0, atol=1e-12,
+                                   err_msg=f"trial {trial}: u={u.tolist()} cd={cd.astype(int).tolist()}")

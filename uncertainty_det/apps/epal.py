@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from ..data.catalog import dataset_spec_from_config, load_split
 from ..errors import UserError
-from ..workspace import require_upstream, run_workspace
+from ..workspace import evaluation_name, require_upstream, run_workspace
 from .common import CONFIG_DIR, plain_config, stage_run
 
 log = logging.getLogger("uncertainty_det.epal")
@@ -31,9 +31,10 @@ def run(plain: dict, tracker) -> dict:
 
     spec = dataset_spec_from_config(plain["dataset"])
     workspace = run_workspace(plain["paths"]["runs_dir"], plain["run_name"])
-    matches_path = workspace.validation(spec.name) / "matches.parquet"
-    require_upstream(matches_path, "validate", f"udet-validate run_name={workspace.run_name} dataset={spec.name}",
-                     what="Matches table")
+    name = evaluation_name(spec.name, plain["split"], plain["dataset"].get("eval_split", "val"))
+    matches_path = workspace.validation(name) / "matches.parquet"
+    require_upstream(matches_path, "validate", f"udet-validate run_name={workspace.run_name} dataset={spec.name} "
+                     f"split={plain['split']}", what="Matches table")
     matches, meta = read_detections(matches_path)
     manifest = load_split(spec, meta.get("split") or plain["split"])
     cfg = plain["epal"]
@@ -42,7 +43,7 @@ def run(plain: dict, tracker) -> dict:
     if bad:
         raise UserError(f"epal.y must list ep and/or entropy, got {bad[0]!r}")
     metrics = {}
-    out_dir = workspace.validation(spec.name) / "epal"
+    out_dir = workspace.validation(name) / "epal"
     with atomic_dir(out_dir) as tmp:
         for y in ys:
             if y == "ep" and "ep_ymin" not in matches.columns:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ..data.catalog import dataset_spec_from_config, load_split
 from ..errors import UserError
-from ..workspace import run_workspace
+from ..workspace import evaluation_name, run_workspace
 from .common import CONFIG_DIR, plain_config, stage_run
 from .calibrators import calibrated, load_run_calibration
 from .predictions import predict_split
@@ -131,7 +131,8 @@ def run(plain: dict, tracker) -> dict:
         corruption_table, keys = _corruption_table(plain, workspace, manifest, calibration, spec, metrics, cache)
     # an explicitly requested decoding (decoding=<method>, e.g. a sweep over methods) gets its own folder
     requested = (plain.get("decoding") or {}).get("name")
-    out_dir = workspace.validation(spec.name if not requested else f"{spec.name}-{decoding['method']}")
+    name = evaluation_name(spec.name, plain["split"], plain["dataset"].get("eval_split", "val"))
+    out_dir = workspace.validation(name if not requested else f"{name}-{decoding['method']}")
     meta = {"run_name": workspace.run_name, "dataset": spec.name, "split": plain["split"],
             "matcher": plain["validation"]["matcher"], "source": plain["source"], "decoding": decoding,
             "calibration": None if calibration is None else calibration.describe()}
@@ -161,7 +162,7 @@ def run(plain: dict, tracker) -> dict:
         for _, row in corruption_table.iterrows():
             tracker.log_metrics({f"corruption/{row['corruption']}/{k}": row[k] for k in keys if row[k] == row[k]},
                                 step=int(row["severity"]))
-    tracker.log_artifacts(out_dir, f"validation/{spec.name}")
+    tracker.log_artifacts(out_dir, f"validation/{out_dir.name}")
     log.info("%s: mAP@0.5 %.4f, missed %.1f %%, average score %.4f, runtime %.1f ms/image", title,
              metrics.get("coco/AP50", float("nan")), metrics.get("quality/missed_pct", float("nan")),
              metrics.get("quality/average_score", float("nan")), metrics.get("runtime/mean_ms", float("nan")))

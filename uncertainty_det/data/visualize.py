@@ -25,15 +25,19 @@ def class_color(class_id: int) -> tuple[int, int, int]:
 
 
 def draw_boxes(
-    image: np.ndarray, boxes: np.ndarray, class_ids: Sequence[int], labels: Sequence[str] | None = None, width: int = 2
+    image: np.ndarray, boxes: np.ndarray, class_ids: Sequence[int], labels: Sequence[str] | None = None, width: int = 2,
+    colors: Sequence[tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
-    """Draw ``[N,4]`` ``[ymin, xmin, ymax, xmax]`` pixel boxes on an ``[H,W,3]`` uint8 image; returns a copy."""
+    """Draw ``[N,4]`` ``[ymin, xmin, ymax, xmax]`` pixel boxes on an ``[H,W,3]`` uint8 image; returns a copy.
+
+    colors: one RGB colour per box (default: the class colour of ``class_ids``).
+    """
     canvas = Image.fromarray(np.asarray(image, dtype=np.uint8))
     draw = ImageDraw.Draw(canvas)
     for k, (ymin, xmin, ymax, xmax) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4)):
-        color = class_color(class_ids[k])
+        color = tuple(colors[k]) if colors is not None else class_color(class_ids[k])
         draw.rectangle([xmin, ymin, xmax, ymax], outline=color, width=width)
-        if labels is not None:
+        if labels is not None and str(labels[k]):
             text = str(labels[k])
             tw = 6 * len(text) + 4
             draw.rectangle([xmin, max(ymin - 11, 0), xmin + tw, max(ymin - 11, 0) + 11], fill=color)

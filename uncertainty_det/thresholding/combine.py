@@ -21,7 +21,8 @@ global weights falls back to them (the reference also replaced classes scoring e
 overall objective then drops below the global one, per-class weights are dropped altogether.
 
 The operating threshold is the mean over IoU thresholds of the per-IoU budget thresholds of ``u*``
-(reference §2.1); :meth:`ThresholdModel.accept` keeps detections with ``u* <`` it.
+(reference §2.1), or the budget threshold at one chosen IoU (``operating_iou``; the reference's comment
+meant IoU 0.5, D5c); :meth:`ThresholdModel.accept` keeps detections with ``u* <`` it.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from ._common import ThresholdingError, check_budget, check_iou_thresholds, chec
 from .labels import cd_labels
 from .measures import measure_matrix
 from .metrics import (
-    DEFAULT_JSD_METHOD, ThresholdMetrics, _nanmean, budget_from_roc, operating_rates, roc_table, threshold_metrics,
+    DEFAULT_JSD_METHOD, ThresholdMetrics, _nanmean, budget_metric, operating_rates, roc_table, threshold_metrics,
 )
 
 OBJECTIVES = ("metric", "auroc")
@@ -123,11 +124,10 @@ def objective_value(u: np.ndarray, cd: np.ndarray, budget: float, mode: str, obj
     ``metric``: mean over IoU thresholds of FD@CD(b) (mode ``cd``) or CD@FD(b) (mode ``fd``), NaN -> 0;
     ``auroc``: mean AUROC, NaN -> 0.
     """
-    roc = roc_table(u, cd)
     if objective == "metric":
-        values = budget_from_roc(roc, budget, mode).metric
+        values = budget_metric(u, cd, budget, mode)
     elif objective == "auroc":
-        values = roc.auroc()
+        values = roc_table(u, cd).auroc()
     else:
         raise ThresholdingError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}")
     return float(np.mean(np.nan_to_num(values, nan=0.0)))
@@ -429,11 +429,13 @@ def fit_combination(values: np.ndarray, cd: np.ndarray, names: Sequence[str], bu
                     iou_thresholds: Sequence[float] | np.ndarray | None = None, classes: np.ndarray | None = None,
                     per_class: bool = False, objective: str = "metric",
                     settings: OptimiserSettings = OptimiserSettings(), min_class_samples: int = 20,
-                    jsd_method: str = DEFAULT_JSD_METHOD) -> ThresholdModel:
+                    jsd_method: str = DEFAULT_JSD_METHOD, operating_iou: float | None = None) -> ThresholdModel:
     """Fit normalisation, weights and thresholds on arrays; returns a :class:`ThresholdModel`.
 
     values: ``[N, K]`` raw uncertainties named ``names``; cd: ``[T, N]`` CD labels for ``iou_thresholds``
     (default 0.50..0.75); classes: ``[N]`` predicted class ids (needed with ``per_class``).
+    operating_iou: ``None`` -> the operating threshold is the mean of the per-IoU budget thresholds (the
+    reference); an IoU threshold of ``iou_thresholds`` -> that IoU's budget threshold (reference D5c).
     """
     b = check_budget(budget)
     mode = check_mode(mode)
@@ -445,6 +447,9 @@ def fit_combination(values: np.ndarray, cd: np.ndarray, names: Sequence[str], bu
     cd = np.asarray(cd, dtype=bool)
     names = [str(n) for n in names]
     ious = check_iou_thresholds(iou_thresholds)
+    if operating_iou is not None and not np.any(np.isclose(ious, float(operating_iou))):
+        raise ThresholdingError(f"operating_iou {operating_iou} is not one of the IoU thresholds "
+                                f"{[round(float(x), 4) for x in ious]}; use one of them or null (their mean)")
     if values.ndim != 2 or values.shape[1] != len(names):
         raise ThresholdingError(f"values must be [N, {len(names)}] for uncertainties {names}, got {values.shape}")
     if cd.ndim != 2 or cd.shape != (ious.size, values.shape[0]):
@@ -479,7 +484,14 @@ def fit_combination(values: np.ndarray, cd: np.ndarray, names: Sequence[str], bu
     if not np.any(np.isfinite(model.thresholds)):
         raise ThresholdingError("no IoU threshold gives a budget threshold (no CDs in mode 'cd' / no FDs in mode "
                                 "'fd'); use a larger split or other IoU thresholds")
-    model.operating_threshold = float(_nanmean(model.thresholds))
+    if operating_iou is None:
+        model.operating_threshold = float(_nanmean(model.thresholds))
+    else:
+        model.operating_threshold = float(model.thresholds[int(np.argmin(np.abs(ious - float(operating_iou))))])
+        if not math.isfinite(model.operating_threshold):
+            raise ThresholdingError(f"no budget threshold at operating_iou {operating_iou} (no CDs/FDs there); "
+                                    f"use another IoU threshold or null (the mean)")
+    model.info["operating_iou"] = None if operating_iou is None else float(operating_iou)
     model.metrics = {name: threshold_metrics(values[:, i], cd, b, mode, ious, jsd_method).summary()
                      for i, name in enumerate(names)}
     model.metrics[COMBINATION] = combo.summary()
@@ -490,7 +502,7 @@ def fit_threshold_model(matches: pd.DataFrame, uncertainties: Sequence[str], bud
                         iou_thresholds: Sequence[float] | np.ndarray | None = None, matcher: str = "gt_centric",
                         include_background: bool | None = None, per_class: bool = False, objective: str = "metric",
                         settings: OptimiserSettings = OptimiserSettings(), min_class_samples: int = 20,
-                        jsd_method: str = DEFAULT_JSD_METHOD) -> ThresholdModel:
+                        jsd_method: str = DEFAULT_JSD_METHOD, operating_iou: float | None = None) -> ThresholdModel:
     """Fit a :class:`ThresholdModel` on a Matches table (DESIGN §6.4).
 
     Detection rows and CD labels come from :func:`.labels.cd_labels` (``matcher`` = the matcher that
@@ -501,6 +513,6 @@ def fit_threshold_model(matches: pd.DataFrame, uncertainties: Sequence[str], bud
     values = measure_matrix(dets, uncertainties)
     classes = dets["class_id"].to_numpy(dtype=np.int64) if per_class else None
     model = fit_combination(values, cd, uncertainties, budget, mode, ious, classes, per_class, objective, settings,
-                            min_class_samples, jsd_method)
+                            min_class_samples, jsd_method, operating_iou)
     model.info.update(matcher=matcher, include_background=include_background)
     return model

@@ -282,3 +282,47 @@ def pick_images(image_ids: np.ndarray, u: np.ndarray, cd: np.ndarray, threshold:
     pick = np.random.default_rng(seed).choice(calm, size=min(k, calm.size), replace=False) if calm.size else calm
     out["untouched"] = sorted(int(x) for x in pick)
     return out
+
+
+#: Box colours of the outcome panels (RGB): GT, then the outcome of each detection.
+OUTCOME_COLOURS = {"gt": (255, 255, 255), "correctly_removed": (0, 130, 200), "falsely_removed": (245, 130, 48),
+                   "falsely_kept": (230, 25, 75), "correctly_kept": (60, 180, 75)}
+
+
+def outcome_panel(manifest, matches: pd.DataFrame, detections: pd.DataFrame, u: np.ndarray, cd: np.ndarray,
+                  threshold: float, image_ids: Sequence[int], cols: int = 5, cell: int = 224) -> np.ndarray | None:
+    """A mosaic ``[rows*cell, cols*cell, 3]`` uint8 of ``image_ids``, each drawn with its GT boxes (white) and
+    its detections coloured by outcome (:data:`OUTCOME_COLOURS`) and labelled with their uncertainty.
+
+    manifest: the split's :class:`~uncertainty_det.data.manifest.Manifest` (images); matches: its Matches
+    table (GT boxes); detections / u / cd: the detection rows, their uncertainty ``[N]`` and CD labels ``[N]``
+    at one IoU threshold. Unreadable images are left out; ``None`` when no image could be drawn.
+    """
+    from ..data.images import load_rgb
+    from ..data.visualize import draw_boxes, tile_images
+
+    masks = outcome_masks(u, cd, threshold)
+    outcome = np.full(len(detections), "correctly_kept", dtype=object)
+    for name in OUTCOMES:
+        outcome[masks[name]] = name
+    det_img = detections["image_id"].to_numpy(dtype=np.int64)
+    gt_rows = matches.loc[matches["gt_id"].to_numpy() >= 0].drop_duplicates(["image_id", "gt_id"])
+    gt_img = gt_rows["image_id"].to_numpy(dtype=np.int64)
+    gt_boxes = gt_rows.loc[:, [f"gt_{c}" for c in CORNERS]].to_numpy(np.float64)
+    det_boxes = detections.loc[:, list(BOX_COLUMNS)].to_numpy(np.float64)
+    u = np.asarray(u, dtype=np.float64).reshape(-1)
+    tiles = []
+    for image_id in image_ids:                                                   # <= k images, not detections
+        try:
+            image = load_rgb(manifest.image_path(int(image_id)))
+        except Exception:                                                        # noqa: BLE001 - a panel, not data
+            continue
+        g = gt_img == int(image_id)
+        d = np.nonzero(det_img == int(image_id))[0]
+        boxes = np.concatenate([gt_boxes[g], det_boxes[d]])
+        colours = [OUTCOME_COLOURS["gt"]] * int(g.sum()) + [OUTCOME_COLOURS[o] for o in outcome[d]]
+        labels = [""] * int(g.sum()) + [f"{x:.2f}" for x in u[d]]
+        tiles.append(draw_boxes(image, boxes, np.ones(len(boxes), dtype=int), labels, width=1, colors=colours))
+    if not tiles:
+        return None
+    return tile_images(tiles, (cell, cell), min(cols, len(tiles)))

@@ -218,6 +218,43 @@ def budget_from_roc(roc: RocTable, budget: float = 0.95, mode: str = "cd") -> Bu
     return BudgetResult(b, mode, threshold, fd_at_cd, cd_at_fd, cd_kept, fd_removed, roc.n_cd, roc.n_fd)
 
 
+def budget_metric(u: np.ndarray, cd: np.ndarray, budget: float = 0.95, mode: str = "cd") -> np.ndarray:
+    """``[T]`` the mode's metric (FD@CD(b) or CD@FD(b)), equal to ``budget_threshold(u, cd, b, mode).metric``.
+
+    The optimiser's hot path: no sort and no full ROC. Only the two ROC vertices around the budget are
+    needed, and both are counts against one level of ``u``. Mode ``cd``: the level ``v`` is the
+    ``(floor((1-b) n_CD) + 1)``-th largest CD uncertainty (``np.partition``, O(N)); the vertices are
+    "remove ``u > v``" (the last within budget) and "remove ``u >= v``". Mode ``fd``: ``v`` is the
+    ``ceil(b n_FD)``-th largest FD uncertainty, the same two vertices. The metric interpolates between them
+    exactly as :func:`budget_from_roc` does.
+    """
+    b = check_budget(budget)
+    mode = check_mode(mode)
+    u, cd = _inputs(u, cd)
+    n_cd = cd.sum(axis=1)
+    n_fd = u.size - n_cd
+    level = np.full(cd.shape[0], np.nan)
+    for t in range(cd.shape[0]):                                                 # T IoU thresholds, not detections
+        if n_cd[t] == 0 or n_fd[t] == 0:
+            continue
+        group = u[cd[t]] if mode == "cd" else u[~cd[t]]
+        rank = int(np.floor((1.0 - b) * n_cd[t] + _EPS)) if mode == "cd" else int(np.ceil(b * n_fd[t] - _EPS)) - 1
+        rank = min(max(rank, 0), group.size - 1)
+        level[t] = -np.partition(-group, rank)[rank]                             # the (rank+1)-th largest
+    defined = np.isfinite(level)
+    lv = np.where(defined, level, 0.0)[:, None]
+    above, at_or_above = u[None, :] > lv, u[None, :] >= lv
+    cd_gt, cd_ge = (above & cd).sum(axis=1), (at_or_above & cd).sum(axis=1)
+    fd_gt, fd_ge = above.sum(axis=1) - cd_gt, at_or_above.sum(axis=1) - cd_ge
+    fpr0, fpr1 = _div(cd_gt, n_cd.astype(np.float64)), _div(cd_ge, n_cd.astype(np.float64))
+    tpr0, tpr1 = _div(fd_gt, n_fd.astype(np.float64)), _div(fd_ge, n_fd.astype(np.float64))
+    if mode == "cd":
+        value = _interp_segment(1.0 - b, fpr0, fpr1, tpr0, tpr1)
+    else:
+        value = 1.0 - _interp_segment(b, tpr0, tpr1, fpr0, fpr1)
+    return np.where(defined, value, np.nan)
+
+
 def budget_threshold(u: np.ndarray, cd: np.ndarray, budget: float = 0.95, mode: str = "cd") -> BudgetResult:
     """Budget threshold of ``u [N]`` for CD labels ``cd [T, N]`` (or ``[N]``, then ``T = 1``).
 

@@ -26,10 +26,13 @@ Reader: XML is parsed with ``xml.etree`` after rejecting any ``<!DOCTYPE``/``<!E
 Classes: ``classes``, else the ``classes.txt`` next to the XML files, else every ``name`` found
 (sorted). A missing ``<filename>`` defaults to ``<stem>.jpg``. ``truncated`` (0/1 or a fraction),
 ``occluded`` (int) and ``difficult`` (int, kept as an annotation field) are read when present, and
-an optional ``<score>`` per object too. The image size comes from ``<size>``, else from the image
-header (``image_dir``); images without either are skipped and counted.
+an optional ``<score>`` per object too; other tags (e.g. the auto-labels' ``<uncertainty>``) are
+ignored. The image size comes from ``<size>``, else from the image header (``image_dir``); images
+without either are skipped and counted.
 Writer: ``truncated`` as the VOC flag ``truncation > 0`` (so fractions are not kept), ``occluded`` as
-the int level, ``difficult`` from the annotation (default 0); unknown values are left out.
+the int level, ``difficult`` from the annotation (default 0); unknown values are left out. An annotation
+with an ``uncertainty`` dict (auto-labels) gets an ``<uncertainty>`` element: one child per scalar
+(``<combined>0.123</combined>``, booleans as ``true``/``false``) and ``<ymin>..<xmax>`` children per σ vector.
 """
 from __future__ import annotations
 
@@ -221,6 +224,25 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
     return child
 
 
+def _xml_value(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))                       # shortest text that reads back to the same float
+    return str(value)
+
+
+def _uncertainty_xml(parent: ET.Element, values: Mapping[str, Any]) -> None:
+    """Auto-label uncertainties: one child per scalar, ``<ymin>..<xmax>`` children for 4-vectors (σ)."""
+    for key, value in values.items():
+        if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 4:
+            vec = _sub(parent, str(key))
+            for tag, v in zip(("ymin", "xmin", "ymax", "xmax"), value):
+                _sub(vec, tag, "nan" if v is None else _xml_value(v))
+        elif value is not None:
+            _sub(parent, str(key), _xml_value(value))
+
+
 def annotation_xml(img: dict, anns: Sequence[dict], names: dict[int, str], scored: bool, precision: int) -> bytes:
     """VOC XML bytes of one image and its annotation dicts."""
     root = ET.Element("annotation")
@@ -244,6 +266,8 @@ def annotation_xml(img: dict, anns: Sequence[dict], names: dict[int, str], score
         bnd = _sub(obj, "bndbox")
         for tag, value in (("xmin", x), ("ymin", y), ("xmax", x + w), ("ymax", y + h)):
             _sub(bnd, tag, fmt % value)
+        if isinstance(ann.get("uncertainty"), dict):
+            _uncertainty_xml(_sub(obj, "uncertainty"), ann["uncertainty"])
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
