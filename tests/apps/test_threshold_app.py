@@ -30,15 +30,17 @@ def workspace(tmp_path_factory):
 
 def test_threshold_outputs_match_the_library(workspace):
     from uncertainty_det.apps.threshold import above_floor
-    from uncertainty_det.thresholding import OptimiserSettings, fit_threshold_model, load_threshold_model
+    from uncertainty_det.thresholding import (
+        OptimiserSettings, f1_score_floor, fit_threshold_model, load_threshold_model,
+    )
 
     root, matches = workspace
     run_app("threshold", *DATA, *FAST, cwd=root)
     folder = root / "outputs" / "runs" / RUN / "thresholding" / "synthetic-val"
     model = load_threshold_model(folder / "threshold.json")
-    floor = json.loads((root / "outputs" / "runs" / RUN / "validation" / "synthetic-val" / "metrics.json").read_text()
-                       )["metrics"]["score_floor"]
-    assert model.info["score_floor"] == pytest.approx(floor) and model.info["matcher"] == "greedy"
+    floor, _ = f1_score_floor(matches)                          # auto on a greedy table: the F1-optimal score
+    assert model.info["score_floor"] == floor and model.info["score_floor_rule"] == "f1"
+    assert model.info["matcher"] == "greedy"
     assert model.uncertainties == ["entropy_cal", "al_rel_cal"] and model.budget == 0.95 and model.mode == "cd"
     expected = fit_threshold_model(above_floor(matches, floor), ["entropy_cal", "al_rel_cal"], 0.95, "cd",
                                    matcher="greedy", settings=OptimiserSettings(seed=0, maxiter=20, popsize=6))
@@ -74,6 +76,20 @@ def test_threshold_score_floor_zero_keeps_every_row_and_operating_iou(workspace)
     assert len(model.weights) == 3 and model.weights.sum() == pytest.approx(1.0)
 
 
+def test_threshold_average_score_floor(workspace):
+    from uncertainty_det.thresholding import load_threshold_model
+
+    root, matches = workspace
+    run_app("threshold", *DATA, *FAST, "threshold.score_floor=average", "threshold.diagnostics.enabled=false",
+            "tracking=none", cwd=root)
+    model = load_threshold_model(root / "outputs" / "runs" / RUN / "thresholding" / "synthetic-val" / "threshold.json")
+    floor = json.loads((root / "outputs" / "runs" / RUN / "validation" / "synthetic-val" / "metrics.json").read_text()
+                       )["metrics"]["score_floor"]
+    assert model.info["score_floor"] == pytest.approx(floor) and model.info["score_floor_rule"] == "average"
+    kept = (matches["kind"] != "missed") & (matches["score"] >= floor)
+    assert model.info["n_detections"] == int(kept.sum())
+
+
 def test_threshold_errors(workspace):
     root, _ = workspace
     proc = run_app("threshold", *DATA, "split=test", "tracking=none", cwd=root, check=False)
@@ -82,6 +98,8 @@ def test_threshold_errors(workspace):
     assert proc.returncode == 2 and "ep_rel" in proc.stderr and "MC dropout" in proc.stderr
     proc = run_app("threshold", *DATA, "threshold.matcher=gt_centric", "tracking=none", cwd=root, check=False)
     assert proc.returncode == 2 and "built with greedy" in proc.stderr
+    proc = run_app("threshold", *DATA, "threshold.score_floor=high", "tracking=none", cwd=root, check=False)
+    assert proc.returncode == 2 and "threshold.score_floor must be auto, f1, average or a number" in proc.stderr
 
 
 def test_threshold_budget_mode_sweep_nests_in_mlflow(workspace):

@@ -125,9 +125,12 @@ def run(plain: dict, tracker, cli_overrides: list[str]) -> dict:
         timings[f"time/{name}_s"] = time.perf_counter() - t0
         tracker.log_metrics({f"time/{name}_s": timings[f"time/{name}_s"]})
         if proc.returncode != 0:
-            rest = [n for n, _ in commands[k:]]
-            log.error("step %s failed (exit %d); fix the cause above and resume with: udet-pipeline %s "
-                      "pipeline.run=[%s]", name, proc.returncode, " ".join(cli_overrides), ",".join(rest))
+            rest = ",".join(n for n, _ in commands[k:])
+            kept = " ".join(o for o in cli_overrides if override_key(o) != "pipeline.run")
+            message = (f"pipeline step {name} failed (exit {proc.returncode}); fix the cause above and resume "
+                       f"with: udet-pipeline {kept + ' ' if kept else ''}pipeline.run=[{rest}]")
+            log.error("%s", message)
+            print(f"error: {message}", file=sys.stderr, flush=True)
             raise SystemExit(proc.returncode)
         log.info("[%d/%d] %s done in %.0f s", k + 1, len(commands), name, timings[f"time/{name}_s"])
     timings["time/total_s"] = time.perf_counter() - start
@@ -155,9 +158,7 @@ def main(cfg: DictConfig) -> None:
     plain = plain_config(cfg)
     with stage_run(cfg, "pipeline") as tracker:
         timings = run(plain, tracker, _cli_overrides())
-    message = report(plain, timings)
-    log.info("%s", message)
-    print(message, flush=True)
+    log.info("%s", report(plain, timings))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def _names(value) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
-def validated_floor(validation_dir, meta: dict) -> float | None:
+def validated_floor(validation_dir) -> float | None:
     """The score floor ``udet-validate`` used for its uncertainty analysis (its average score by default)."""
     try:
         metrics = json.loads((validation_dir / "metrics.json").read_text())["metrics"]
@@ -35,21 +35,42 @@ def validated_floor(validation_dir, meta: dict) -> float | None:
     return float(value) if value is not None and value == value else None
 
 
-def score_floor_of(setting, validation_dir, meta: dict) -> float:
-    """``threshold.score_floor``: ``auto`` -> the validated floor (0 when unknown), else the number."""
-    if setting is None or str(setting) == "auto":
-        floor = validated_floor(validation_dir, meta)
+def score_floor_of(setting, validation_dir, matches, matcher: str) -> tuple[float, str]:
+    """``(floor, how)`` for ``threshold.score_floor``:
+
+    * ``auto``: ``f1`` with greedy matching (the population auto-labeling keeps), ``0`` with ``gt_centric``
+      (the reference fits on every GT-centric row);
+    * ``f1``: the score maximising F1 of the detections above it (greedy Matches tables only);
+    * ``average``: the average score ``udet-validate`` measured (the reference's auto-labeling floor);
+    * a number in [0, 1].
+    """
+    from ..thresholding import f1_score_floor
+
+    setting = "auto" if setting is None else setting
+    if str(setting) == "auto":
+        setting = "f1" if matcher == "greedy" else 0.0
+    if str(setting) == "f1":
+        if matcher != "greedy":
+            raise UserError(f"threshold.score_floor=f1 needs a greedy Matches table (one-to-one, with background "
+                            f"detections) but {validation_dir} was built with {matcher}; re-run udet-validate with "
+                            f"validation.matcher=greedy or set threshold.score_floor=average|<number>")
+        floor, info = f1_score_floor(matches)
+        log.info("score floor %.4f maximises F1 (%.3f; precision %.3f, recall %.3f)", floor, info["f1"],
+                 info["precision"], info["recall"])
+        return floor, "f1"
+    if str(setting) == "average":
+        floor = validated_floor(validation_dir)
         if floor is None:
-            log.warning("no validated score floor in %s/metrics.json: using every row (score_floor=0)", validation_dir)
-            return 0.0
-        return floor
+            raise UserError(f"no validated average score in {validation_dir}/metrics.json; re-run udet-validate or "
+                            f"set threshold.score_floor=<number>")
+        return floor, "average"
     try:
         floor = float(setting)
     except (TypeError, ValueError):
-        raise UserError(f"threshold.score_floor must be auto or a number in [0, 1], got {setting!r}") from None
+        floor = float("nan")
     if not (0.0 <= floor <= 1.0):
-        raise UserError(f"threshold.score_floor must be auto or a number in [0, 1], got {setting!r}")
-    return floor
+        raise UserError(f"threshold.score_floor must be auto, f1, average or a number in [0, 1], got {setting!r}")
+    return floor, "fixed"
 
 
 def above_floor(matches, floor: float):
@@ -148,12 +169,12 @@ def run(plain: dict, tracker) -> dict:
         raise UserError(f"threshold.matcher={th['matcher']} but the Matches table {matches_path} was built with "
                         f"{meta['matcher']}; re-run udet-validate split={split} validation.matcher={th['matcher']} "
                         f"or leave threshold.matcher=null")
-    floor = score_floor_of(th["score_floor"], validation_dir, meta)
+    floor, floor_how = score_floor_of(th["score_floor"], validation_dir, matches, matcher)
     rows = above_floor(matches, floor)
     log.info("%s: %d Matches rows, %d kept at score >= %.4f (matcher %s)", matches_path, len(matches), len(rows),
              floor, matcher)
     model, dets, cd, results = fit_and_report(rows, th, matcher)
-    model.info.update(run_name=workspace.run_name, dataset=spec.name, split=split, score_floor=floor,
+    model.info.update(run_name=workspace.run_name, dataset=spec.name, split=split, score_floor=floor, score_floor_rule=floor_how,
                       matches=str(matches_path), calibration=meta.get("calibration"))
     table = metrics_table(results)
     summary = results[COMBINATION].summary()

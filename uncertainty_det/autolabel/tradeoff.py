@@ -58,7 +58,7 @@ def tradeoff_curve(counts: pd.DataFrame, operating_threshold: float, empty_accep
     thresholds = np.concatenate([np.nextafter(levels, np.inf), [float(operating_threshold)]])
     order = np.argsort(u[finite], kind="stable")
     us = u[finite][order]
-    cum = [np.concatenate([[0.0], np.cumsum(x[finite][order])]) for x in (np.ones(us.size), labels, tp, gt)]
+    cum = [np.concatenate([[0.0], np.cumsum(x[finite][order])]) for x in (np.ones(n), labels, tp, gt)]
     k = np.searchsorted(us, thresholds, side="left")                              # images with u < threshold
     base = [float(x[always].sum()) for x in (np.ones(n), labels, tp, gt)]
     acc_images, acc_labels, acc_tp, acc_gt = (c[k] + b for c, b in zip(cum, base))

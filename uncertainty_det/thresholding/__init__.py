@@ -7,7 +7,8 @@ NumPy/SciPy/scikit-learn only (matplotlib for the figures); no TensorFlow, Hydra
 * :mod:`.labels` — detection rows and CD labels ``[T, N]`` per IoU threshold;
 * :mod:`.metrics` — ROC, budget thresholds, FD@CD(b), CD@FD(b), AUROC, JSD;
 * :mod:`.combine` — normalisation, weight optimisation, :class:`ThresholdModel` (JSON);
-* :mod:`.diagnostics` — spider plot, heatmaps, image picks.
+* :mod:`.diagnostics` — spider plot, heatmaps, image picks;
+* :mod:`.floor` — the F1-optimal score floor of auto-labeling.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .combine import (
     COMBINATION, MinMaxNormaliser, OptimiserSettings, ThresholdModel, fit_combination, fit_threshold_model,
     load_threshold_model, optimise_weights, save_threshold_model,
 )
+from .floor import f1_score_floor
 from .labels import cd_labels, cd_matrix, detection_frame, detection_mask
 from .measures import MEASURES, available_measures, measure_matrix, measure_values
 from .metrics import (
@@ -26,6 +28,6 @@ __all__ = [
     "COMBINATION", "DEFAULT_IOU_THRESHOLDS", "MEASURES", "MODES", "BudgetResult", "MinMaxNormaliser",
     "OptimiserSettings", "ThresholdMetrics", "ThresholdModel", "ThresholdingError", "auroc", "available_measures",
     "budget_threshold", "cd_labels", "cd_matrix", "check_budget", "check_mode", "detection_frame", "detection_mask",
-    "fit_combination", "fit_threshold_model", "jsd", "load_threshold_model", "measure_matrix", "measure_values",
+    "f1_score_floor", "fit_combination", "fit_threshold_model", "jsd", "load_threshold_model", "measure_matrix", "measure_values",
     "metrics_table", "operating_rates", "optimise_weights", "save_threshold_model", "threshold_metrics",
 ]
