@@ -138,3 +138,20 @@ def test_relative_sigma_uses_each_detections_own_box():
     np.testing.assert_allclose(rel, [[0.1, 0.1, 0.3, 0.2], [0.1, 0.4, 0.1, 0.4]])
     np.testing.assert_allclose(mean_relative_sigma(boxes, sigma), [0.175, 0.25])
     assert np.isfinite(relative_sigma(np.zeros((1, 4)), np.ones((1, 4)))).all()
+
+
+def test_list_column_lists_arrays_and_ragged_rows():
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from uncertainty_det.tables import DetectionsTableError, list_column
+
+    lists = pd.DataFrame({"p": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]})
+    arrays = pd.DataFrame({"p": [np.array([0.1, 0.2]), np.array([0.3, 0.4]), np.array([0.5, 0.6])]})
+    expected = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    np.testing.assert_array_equal(list_column(lists, "p"), expected)
+    np.testing.assert_array_equal(list_column(arrays, "p"), expected)
+    for ragged in ([[0.1, 0.2], [0.3], [0.5, 0.6, 0.7]], [[0.1, 0.2], [0.3, 0.4, 0.5]]):
+        with pytest.raises(DetectionsTableError, match="different lengths"):
+            list_column(pd.DataFrame({"p": ragged}), "p")

@@ -90,6 +90,20 @@ def step_commands(plain: dict, cli_overrides: list[str], parent_run_id: str | No
     return commands
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a stage child process: this checkout first on ``PYTHONPATH``, quiet TensorFlow."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def cli_overrides() -> list[str]:
+    """The command-line overrides of the running Hydra app (empty outside Hydra)."""
+    return _cli_overrides()
+
+
 def _cli_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
@@ -112,10 +126,7 @@ def mlflow_ui_command(plain: dict) -> str | None:
 def run(plain: dict, tracker, cli_overrides: list[str]) -> dict:
     """Run the steps; returns ``{"time/<step>_s": seconds}``. A failing step raises SystemExit with its status."""
     commands = step_commands(plain, cli_overrides, getattr(tracker, "run_id", None))
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    repo = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = child_env()
     timings: dict[str, float] = {}
     start = time.perf_counter()
     for k, (name, argv) in enumerate(commands):
