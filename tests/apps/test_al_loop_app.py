@@ -94,3 +94,5 @@ def test_shared_warmup_and_mismatched_rerun(looped, tmp_path):
     assert _state(tmp_path, "random")["rounds"][0]["added"] == _state(looped)["rounds"][0]["added"]
     proc = run_app("al_loop", *LOOP, "seed=5", "tracking=none", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "belongs to another loop" in proc.stderr and "seed 0 vs 5" in proc.stderr
+    proc = run_app("al_loop", *LOOP, "al.budget=[50,50]", "tracking=none", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "budget [25.0, 25.0, 50.0] vs [50, 50]" in proc.stderr

@@ -28,7 +28,7 @@ class LoopState:
     """What an AL loop has done so far.
 
     strategy: the :class:`~.strategy.Strategy` as a dict; seed; pool: ``[P]`` image ids the rounds draw
-    from (after pruning); sizes: ``[R]`` images added per round; rounds: one dict per *finished* round
+    from (after pruning); sizes: ``[R]`` images added per round; budget: the requested percentages; rounds: one dict per *finished* round
     ``{"round": k, "added": [ids], "labeled": n, "metrics": {...}}`` (round 0's ``added`` is the seeded
     random warm-up); pruning: what pruning removed (``{"mode", "removed", "unreadable", ...}``).
     """
@@ -39,6 +39,7 @@ class LoopState:
     sizes: list[int]
     rounds: list[dict[str, Any]] = field(default_factory=list)
     pruning: dict[str, Any] = field(default_factory=dict)
+    budget: list[float] = field(default_factory=list)
 
     @property
     def next_round(self) -> int:
@@ -78,21 +79,21 @@ def load_state(path: str | os.PathLike) -> LoopState | None:
             raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}")
         return LoopState(strategy=dict(d["strategy"]), seed=int(d["seed"]), pool=[int(i) for i in d["pool"]],
                          sizes=[int(n) for n in d["sizes"]], rounds=list(d.get("rounds", [])),
-                         pruning=dict(d.get("pruning", {})))
+                         pruning=dict(d.get("pruning", {})), budget=[float(b) for b in d.get("budget", [])])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StrategyError(f"active-learning state {path} is unreadable ({exc}); delete the folder to start "
                             f"the loop again") from exc
 
 
-def check_resume(state: LoopState, strategy: dict[str, Any], seed: int, sizes: list[int], path) -> None:
-    """Refuse to resume a loop whose strategy, seed or schedule differ from the command's."""
+def check_resume(state: LoopState, strategy: dict[str, Any], seed: int, budget: list[float], path) -> None:
+    """Refuse to resume a loop whose strategy, seed or budget differ from the command's."""
     diffs = []
     if state.strategy != strategy:
         diffs.append(f"strategy {state.strategy} vs {strategy}")
     if state.seed != int(seed):
         diffs.append(f"seed {state.seed} vs {seed}")
-    if list(state.sizes) != list(sizes):
-        diffs.append(f"round sizes {state.sizes} vs {list(sizes)}")
+    if [float(b) for b in state.budget] != [float(b) for b in budget]:
+        diffs.append(f"budget {state.budget} vs {list(budget)}")
     if diffs:
         raise StrategyError(f"{path} belongs to another loop ({'; '.join(diffs)}); use another run_name or "
                             f"delete that folder to start again")

@@ -255,10 +255,11 @@ def run(plain: dict, tracker, cli: list[str]) -> dict:
     if state is None:
         pool, sizes, pruning = plan_pool(strategy, pool_manifest, list(al["budget"]), int(plain["seed"]),
                                          ws.root / "al" / "_hash_cache")
-        state = LoopState(strategy.to_dict(), int(plain["seed"]), pool, sizes, [], pruning)
+        state = LoopState(strategy.to_dict(), int(plain["seed"]), pool, sizes, [], pruning,
+                          [float(b) for b in al["budget"]])
         save_state(state, state_path)
     else:
-        check_resume(state, strategy.to_dict(), int(plain["seed"]), state.sizes, state_path)
+        check_resume(state, strategy.to_dict(), int(plain["seed"]), list(al["budget"]), state_path)
         log.info("resuming %s at round %d of %d", state_path, state.next_round, len(state.sizes))
     limit = len(state.sizes) if al.get("rounds") is None else min(int(al["rounds"]), len(state.sizes))
     tracker.log_params({"al/strategy_fields": json.dumps(strategy.to_dict(), sort_keys=True)[:500],
