@@ -14,13 +14,16 @@ from __future__ import annotations
 from ._common import AlEvalError
 from .analysis import per_class_agreement, random_subsets, rank_agreement, reliability, subset_boundaries
 from .divergence import empirical_jsd, knn_kl_divergence
-from .features import FEATURE_NAMES, ClassFeatures, crop_features, crop_windows, dct_mean, manifest_features
+from .features import (
+    FEATURE_NAMES, ClassFeatures, crop_features, crop_windows, dct_mean, gather, image_features, manifest_features,
+)
 from .plots import per_class_figure, rank_heatmap_figure, similarity_vs_performance_figure, tau_similarity_figure
 from .similarity import SimilarityResult, class_weights, set_similarity, size_factors
 
 __all__ = [
     "FEATURE_NAMES", "AlEvalError", "ClassFeatures", "SimilarityResult", "class_weights", "crop_features",
-    "crop_windows", "dct_mean", "empirical_jsd", "knn_kl_divergence", "manifest_features", "per_class_agreement",
+    "crop_windows", "dct_mean", "empirical_jsd", "gather", "image_features", "knn_kl_divergence",
+    "manifest_features", "per_class_agreement",
     "per_class_figure", "random_subsets", "rank_agreement", "rank_heatmap_figure", "reliability",
     "set_similarity", "similarity_vs_performance_figure", "size_factors", "subset_boundaries",
     "tau_similarity_figure",

@@ -12,7 +12,7 @@ Every ground-truth crop gives three scalars (columns of the ``[M, 3]`` feature m
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.fft import dctn
@@ -91,6 +91,49 @@ class ClassFeatures(dict):
         self.skipped = list(skipped)
 
 
+def image_features(manifest, class_ids: Sequence[int], image_ids: Iterable[int], desc: str = "crop features",
+                   skipped: list[int] | None = None) -> dict[int, dict[int, np.ndarray]]:
+    """``{image_id: {class_id: [n, 3]}}``: the crop features of each image (each image read once, only images
+    with objects of ``class_ids``; unreadable images are logged, left out and appended to ``skipped``).
+    Sets of images that overlap (AL rounds, eval subsets) are :func:`gather` ed from it without re-reading."""
+    from tqdm.auto import tqdm
+
+    wanted = np.asarray(list(class_ids), dtype=np.int64)
+    out: dict[int, dict[int, np.ndarray]] = {}
+    bad = 0
+    for image_id in tqdm(list(dict.fromkeys(int(i) for i in image_ids)), desc=desc, unit="img", disable=None):
+        objects = manifest.objects(image_id)
+        select = np.isin(objects.class_ids, wanted)
+        if not select.any():
+            continue
+        try:
+            image = load_rgb(manifest.image_path(image_id))
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable image %s (id %s): %s", manifest.image_path(image_id), image_id, exc)
+            bad += 1
+            if skipped is not None:
+                skipped.append(image_id)
+            continue
+        feats, kept = crop_features(image, objects.boxes[select])
+        ids = objects.class_ids[select][kept]
+        out[image_id] = {int(c): feats[ids == c] for c in np.unique(ids).tolist()}
+    if bad:
+        log.warning("%d images could not be read and were skipped", bad)
+    return out
+
+
+def gather(per_image: Mapping[int, Mapping[int, np.ndarray]], image_ids: Iterable[int],
+           class_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """``{class_id: [N_c, 3]}`` of a set of images: the per-image features concatenated in ``image_ids`` order
+    (``[0, 3]`` for a class without crops)."""
+    ids = [int(j) for j in image_ids]
+    out = {}
+    for c in class_ids:
+        parts = [per_image[i][c] for i in ids if c in per_image.get(i, {})]
+        out[int(c)] = np.concatenate(parts) if parts else np.zeros((0, 3))
+    return out
+
+
 def manifest_features(manifest, classes: Sequence[int] | None = None,
                       image_ids: Iterable[int] | None = None) -> ClassFeatures:
     """Crop features of the ground-truth objects of a manifest, per class.
@@ -104,34 +147,14 @@ def manifest_features(manifest, classes: Sequence[int] | None = None,
       if it has no kept crop). Images without objects of ``classes`` are not read; images that cannot be
       read are skipped, logged and listed in ``.skipped``.
     """
-    from tqdm.auto import tqdm
-
     known = set(manifest.category_ids)
     classes = list(manifest.category_ids if classes is None else classes)
     unknown = [c for c in classes if c not in known]
     if unknown:
         raise AlEvalError(f"classes {unknown} are not category ids of manifest {manifest.source} "
                           f"(ids {sorted(known)}: {manifest.class_names})")
-    wanted = np.asarray(classes, dtype=np.int64)
     ids = list(manifest.image_ids if image_ids is None else image_ids)
-    parts: dict[int, list[np.ndarray]] = {int(c): [] for c in classes}
     skipped: list[int] = []
-    for image_id in tqdm(ids, desc="crop features", unit="img", disable=None):
-        objects = manifest.objects(image_id)
-        select = np.isin(objects.class_ids, wanted)
-        if not select.any():
-            continue
-        try:
-            image = load_rgb(manifest.image_path(image_id))
-        except (OSError, ValueError) as exc:
-            log.warning("skipping unreadable image %s (id %s): %s", manifest.image_path(image_id), image_id, exc)
-            skipped.append(image_id)
-            continue
-        feats, kept = crop_features(image, objects.boxes[select])
-        class_ids = objects.class_ids[select][kept]
-        for c in np.unique(class_ids).tolist():
-            parts[c].append(feats[class_ids == c])
-    if skipped:
-        log.warning("%d of %d images could not be read and were skipped", len(skipped), len(ids))
-    result = {c: (np.concatenate(p) if p else np.zeros((0, 3))) for c, p in parts.items()}
+    per_image = image_features(manifest, [int(c) for c in classes], ids, skipped=skipped)
+    result = gather(per_image, ids, [int(c) for c in classes])
     return ClassFeatures(result, skipped=skipped)

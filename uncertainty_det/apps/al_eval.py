@@ -30,6 +30,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ..errors import UserError
+from ..al_eval.features import gather, image_features
 from .common import CONFIG_DIR, plain_config, stage_run
 
 log = logging.getLogger("uncertainty_det.al_eval")
@@ -217,46 +218,6 @@ def select_classes(plain: dict, class_names: list[str], reference: Reference) ->
             log.info("comparing the classes both datasets have: %s", kept)
         names = kept
     return [class_names.index(n) + 1 for n in list(dict.fromkeys(names))]
-
-
-def image_features(manifest, class_ids: list[int], image_ids, desc: str = "crop features") -> dict:
-    """``{image_id: {class_id: [n, 3]}}`` crop features of each image (only images with objects of
-    ``class_ids``; unreadable images are skipped with a warning), the per-image form of
-    :func:`~uncertainty_det.al_eval.manifest_features`: :func:`gather` of these equals it on the same ids."""
-    from tqdm.auto import tqdm
-
-    from ..al_eval import crop_features
-    from ..data.images import load_rgb
-
-    wanted = np.asarray(class_ids, dtype=np.int64)
-    out: dict[int, dict[int, np.ndarray]] = {}
-    skipped = 0
-    for image_id in tqdm(list(dict.fromkeys(int(i) for i in image_ids)), desc=desc, unit="img", disable=None):
-        objects = manifest.objects(image_id)
-        select = np.isin(objects.class_ids, wanted)
-        if not select.any():
-            continue
-        try:
-            image = load_rgb(manifest.image_path(image_id))
-        except (OSError, ValueError) as exc:
-            log.warning("skipping unreadable image %s (id %s): %s", manifest.image_path(image_id), image_id, exc)
-            skipped += 1
-            continue
-        feats, kept = crop_features(image, objects.boxes[select])
-        ids = objects.class_ids[select][kept]
-        out[image_id] = {int(c): feats[ids == c] for c in np.unique(ids).tolist()}
-    if skipped:
-        log.warning("%d images could not be read and were skipped", skipped)
-    return out
-
-
-def gather(per_image: dict, image_ids, class_ids: list[int]) -> dict[int, np.ndarray]:
-    """``{class_id: [N_c, 3]}`` of a set of images: the per-image features concatenated in ``image_ids`` order."""
-    out = {}
-    for c in class_ids:
-        parts = [per_image[i][c] for i in (int(j) for j in image_ids) if c in per_image.get(i, {})]
-        out[c] = np.concatenate(parts) if parts else np.zeros((0, 3))
-    return out
 
 
 def performance_of(metrics: dict, selected: list[str], use_ap: bool, prefix: str = "") -> float:
