@@ -45,8 +45,9 @@ COMPONENTS = {
 def _require(frame: pd.DataFrame, columns: Sequence[str], why: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise StrategyError(f"the pool's Detections table has no column {missing[0]!r}, needed for {why}; "
-                            f"{'calibrate the round model (udet-calibrate) or use calibrated=false' if missing[0].endswith('_cal') else 'train/export a model that has it (strategy.training)'}")
+        fix = ("calibrate the round model (udet-calibrate) or use calibrated=false" if missing[0].endswith("_cal")
+               else "train/export a model that has it (strategy.training)")
+        raise StrategyError(f"the pool's Detections table has no column {missing[0]!r}, needed for {why}; {fix}")
 
 
 def detection_values(dets: pd.DataFrame, key: str, calibrated: bool = False, relative: bool = False) -> np.ndarray:

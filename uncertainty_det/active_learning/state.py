@@ -28,7 +28,8 @@ class LoopState:
     """What an AL loop has done so far.
 
     strategy: the :class:`~.strategy.Strategy` as a dict; seed; pool: ``[P]`` image ids the rounds draw
-    from (after pruning); sizes: ``[R]`` images added per round; budget: the requested percentages; rounds: one dict per *finished* round
+    from (after pruning); sizes: ``[R]`` images added per round; budget: the requested percentages;
+    rounds: one dict per *finished* round
     ``{"round": k, "added": [ids], "labeled": n, "metrics": {...}}`` (round 0's ``added`` is the seeded
     random warm-up); pruning: what pruning removed (``{"mode", "removed", "unreadable", ...}``).
     """

@@ -275,7 +275,8 @@ def run(plain: dict, tracker, cli: list[str]) -> dict:
             shared = warmup_dir(plain, state, added, unc_name, ws.root / "al") if (k == 0 and al["share_warmup"]) \
                 else None
             train_dir = al_dir / round_name / "train"
-            if shared is not None and (shared / "metrics.json").exists() and not (train_dir / "final.weights.h5").exists():
+            reuse = shared is not None and (shared / "metrics.json").exists()
+            if reuse and not (train_dir / "final.weights.h5").exists():
                 log.info("round 0: reusing the shared warm-up model %s", shared)
                 if train_dir.exists():
                     shutil.rmtree(train_dir)

@@ -141,7 +141,8 @@ def run(plain: dict, tracker) -> dict:
     bad = [f for f in formats if f not in al.LABEL_FORMATS]
     if bad:
         raise UserError(f"autolabel.formats: unknown format {bad[0]!r}; choose from {list(al.LABEL_FORMATS)}")
-    export_dir = require_upstream(ws.export, "export", f"udet-export run_name={plain['run_name']}", "the exported model")
+    export_dir = require_upstream(ws.export, "export", f"udet-export run_name={plain['run_name']}",
+                                  "the exported model")
     detector = load_export(export_dir)
     class_names = detector.class_names
     selection, source_desc = _select(plain)

@@ -131,8 +131,9 @@ def diagnostics(model, matches, dets, cd, results: dict, manifest, cfg: dict, ti
     t = int(np.argmax(ious)) if cfg["iou"] is None else int(np.argmin(np.abs(ious - float(cfg["iou"]))))
     grid = tuple(int(x) for x in cfg["grid"])
     shape = diag.infer_image_shape(matches, dets)
+    calibrated = any(n.endswith("_cal") for n in model.uncertainties) and "al_ymin_cal" in dets.columns
     maps = diag.heatmaps(matches, dets, u, shape, grid, cd[t], model.operating_threshold, kind="al",
-                         calibrated=any(n.endswith("_cal") for n in model.uncertainties) and "al_ymin_cal" in dets.columns)
+                         calibrated=calibrated)
     figures["heatmaps.png"] = diag.heatmap_figure(maps, shape)
     picks = diag.pick_images(dets["image_id"].to_numpy(), u, cd[t], model.operating_threshold,
                              int(cfg["top_k"]), seed=0)
@@ -174,8 +175,8 @@ def run(plain: dict, tracker) -> dict:
     log.info("%s: %d Matches rows, %d kept at score >= %.4f (matcher %s)", matches_path, len(matches), len(rows),
              floor, matcher)
     model, dets, cd, results = fit_and_report(rows, th, matcher)
-    model.info.update(run_name=workspace.run_name, dataset=spec.name, split=split, score_floor=floor, score_floor_rule=floor_how,
-                      matches=str(matches_path), calibration=meta.get("calibration"))
+    model.info.update(run_name=workspace.run_name, dataset=spec.name, split=split, score_floor=floor,
+                      score_floor_rule=floor_how, matches=str(matches_path), calibration=meta.get("calibration"))
     table = metrics_table(results)
     summary = results[COMBINATION].summary()
     title = f"{workspace.run_name} on {spec.name}/{split}, {matcher}, b={model.budget} mode={model.mode}"
