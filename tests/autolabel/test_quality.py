@@ -108,3 +108,19 @@ def test_quality_uses_iou_threshold():
     assert metrics["accepted_precision"] == pytest.approx(2 / 3) and metrics["slipped_false_labels"] == 1
     assert slipped["error"].tolist() == ["false_label", "missed_object"]
     assert isinstance(slipped, pd.DataFrame)
+
+
+def test_matches_computed_once_give_the_same_quality_and_per_image_counts():
+    from uncertainty_det.autolabel import label_matches, per_image_counts
+
+    model = threshold_model(names=("entropy",), lo=(0.0,), hi=(1.0,), weights=(1.0,), threshold=0.5)
+    dets, decisions = decide_images(detections(ROWS, columns=COLUMNS), images_table([1, 2, 3]), model, 0.3)
+    matches = label_matches(dets, decisions, gt_manifest())
+    direct = label_quality(dets, decisions, gt_manifest())
+    reused = label_quality(dets, decisions, gt_manifest(), matches=matches)
+    assert reused[0] == pytest.approx(direct[0])
+    pd.testing.assert_frame_equal(reused[1], direct[1])
+    counts = per_image_counts(matches, decisions, dets)
+    # hand counts of test_hand_counted_metrics: image 1 has 3 labels, 1 true, 3 GT; all: 5 labels, 2 true, 5 GT
+    assert counts.loc[counts["image_id"] == 1, ["n_labels", "n_tp", "n_gt"]].values.tolist() == [[3, 1, 3]]
+    assert counts[["n_labels", "n_tp", "n_gt"]].sum().tolist() == [5, 2, 5]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from uncertainty_det.autolabel import decide_images, per_image_counts, tradeoff_curve
-from uncertainty_det.evaluation.matching import empty_gt_frame
+from uncertainty_det.evaluation.matching import empty_gt_frame, match_greedy
 
 from .helpers import detections, images_table, threshold_model
 
@@ -43,7 +43,8 @@ def test_operating_point_reproduces_the_decisions():
                        (3, 0, 1, 0.95, 2.0, 0.5), (4, 0, 1, 0.9, float("nan"), 0.1)])
     images = images_table([1, 2, 3, 4, 5])
     above, decisions = decide_images(dets, images, model, 0.5, "review")
-    counts = per_image_counts(above, decisions, empty_gt_frame())
+    counts = per_image_counts(match_greedy(above, empty_gt_frame(), min_score=None, class_aware=True), decisions,
+                              above)
     assert counts.loc[counts["image_id"] == 4, "max_uncertainty"].item() == np.inf       # NaN: never accepted
     assert counts["n_tp"].sum() == 0 and counts["n_labels"].tolist() == [2, 1, 1, 1, 0]
     op = tradeoff_curve(counts, model.operating_threshold).query("operating")

@@ -44,37 +44,6 @@ def threshold_path(plain: dict, workspace) -> Path:
                             what="threshold parameters")
 
 
-def predict_images(plain: dict, detector, selection, class_names) -> tuple:
-    """``(detections frame, images frame [image_id, file_name, height, width], failed paths)``."""
-    import pandas as pd
-
-    from .. import tables
-    from ..inference.image_sources import iter_batches
-
-    ecfg = detector.config
-    failed: list[str] = []
-
-    def on_error(item, exc):
-        log.warning("skipping unreadable image %s: %s", item.path, exc)
-        failed.append(str(item.path))
-
-    frames, images = [], []
-    from tqdm import tqdm
-
-    with tqdm(total=len(selection.items), desc="autolabel", unit="img", disable=None) as bar:
-        for items, batch in iter_batches(selection.items, int(plain["batch_size"]), on_error=on_error):
-            outputs = detector.predict(batch)
-            frames.append(tables.detections_to_frame(
-                outputs, [it.image_id for it in items], [it.file_name for it in items], class_names,
-                ecfg["has_aleatoric"], ecfg["has_epistemic"]))
-            images += [{"image_id": int(it.image_id), "file_name": it.file_name, "height": int(batch.shape[1]),
-                        "width": int(batch.shape[2])} for it in items]
-            bar.update(len(items))
-    df = pd.concat(frames, ignore_index=True) if frames else tables.empty_frame(
-        ecfg["has_aleatoric"], ecfg["has_epistemic"])
-    return df, pd.DataFrame(images, columns=["image_id", "file_name", "height", "width"]), failed
-
-
 def draw_decisions(selection, dets, decisions, out_dir: Path, class_names, max_drawn: int) -> dict[str, list[Path]]:
     """Draw up to ``max_drawn`` accepted and review images (review: in queue order) with their above-floor
     detections, green below the operating threshold and red at or above it, labelled ``class score u``.
@@ -120,8 +89,10 @@ def run(plain: dict, tracker) -> dict:
 
     from .. import autolabel as al
     from .. import tables
-    from ..evaluation.matching import gt_frame_from_manifest
+    import pandas as pd
+
     from ..inference.export import load_export
+    from ..inference.infer import predict_images
     from ..io_utils import atomic_dir, atomic_write_json
     from ..thresholding import load_threshold_model
     from ..workspace import require_upstream, run_workspace
@@ -155,7 +126,11 @@ def run(plain: dict, tracker) -> dict:
                             f"but run {plain['run_name']!r} was trained on {class_names}")
         manifest = load_split(dataset_spec_from_config(plain["dataset"]), str(plain["split"]))
     calibration = load_run_calibration(plain, ws)
-    detections, images, failed = predict_images(plain, detector, selection, class_names)
+    sizes: list = []
+    detections, failed = predict_images(detector, selection, int(plain["batch_size"]), sizes=sizes)
+    for path in failed:
+        log.warning("skipped unreadable image %s", path)
+    images = pd.DataFrame(sizes, columns=["image_id", "file_name", "height", "width"])
     if images.empty:
         raise UserError(f"none of the {len(selection.items) + selection.skipped} selected images could be read "
                         f"({source_desc}); check the image files")
@@ -172,9 +147,10 @@ def run(plain: dict, tracker) -> dict:
     slipped = curve = None
     has_gt = manifest is not None and manifest.num_annotations > 0
     if has_gt:
-        quality, slipped = al.label_quality(dets, decisions, manifest, float(cfg["iou_threshold"]))
+        matches = al.label_matches(dets, decisions, manifest, float(cfg["iou_threshold"]))
+        quality, slipped = al.label_quality(dets, decisions, manifest, float(cfg["iou_threshold"]), matches=matches)
         metrics.update({k: v for k, v in quality.items() if k not in metrics})
-        counts = al.per_image_counts(dets, decisions, gt_frame_from_manifest(manifest), float(cfg["iou_threshold"]))
+        counts = al.per_image_counts(matches, decisions, dets)
         curve = al.tradeoff_curve(counts, model.operating_threshold, str(cfg["empty"]) == "accept")
     out_dir = ws.autolabel
     drawn: dict = {}

@@ -38,11 +38,15 @@ def calibrated(detections, calibration):
                                 calibration.ep_calibrator if "ep_ymin" in detections.columns else None)
 
 
-def validated_average_score(workspace, dataset: str) -> float | None:
-    """The average score ``udet-validate`` measured for ``dataset`` (``None`` when not validated there)."""
-    path = workspace.validation(dataset) / "metrics.json"
+def validation_metric(validation_dir, key: str) -> float | None:
+    """Metric ``key`` of a validation folder's ``metrics.json`` (``None`` when absent, unreadable or NaN)."""
     try:
-        value = json.loads(path.read_text())["metrics"]["quality/average_score"]
+        value = json.loads((validation_dir / "metrics.json").read_text())["metrics"][key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return float(value) if value == value else None
+    return float(value) if value is not None and value == value else None
+
+
+def validated_average_score(workspace, dataset: str) -> float | None:
+    """The average score ``udet-validate`` measured for ``dataset`` (``None`` when not validated there)."""
+    return validation_metric(workspace.validation(dataset), "quality/average_score")

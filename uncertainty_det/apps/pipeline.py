@@ -101,10 +101,6 @@ def child_env() -> dict[str, str]:
 
 def cli_overrides() -> list[str]:
     """The command-line overrides of the running Hydra app (empty outside Hydra)."""
-    return _cli_overrides()
-
-
-def _cli_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -168,7 +164,7 @@ def report(plain: dict, timings: dict) -> str:
 def main(cfg: DictConfig) -> None:
     plain = plain_config(cfg)
     with stage_run(cfg, "pipeline") as tracker:
-        timings = run(plain, tracker, _cli_overrides())
+        timings = run(plain, tracker, cli_overrides())
     log.info("%s", report(plain, timings))
 
 

@@ -7,7 +7,6 @@ outcome) -> ``thresholding/<dataset>[-<split>]/`` and MLflow.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 
@@ -27,12 +26,10 @@ def _names(value) -> list[str]:
 
 def validated_floor(validation_dir) -> float | None:
     """The score floor ``udet-validate`` used for its uncertainty analysis (its average score by default)."""
-    try:
-        metrics = json.loads((validation_dir / "metrics.json").read_text())["metrics"]
-        value = metrics.get("score_floor", metrics.get("quality/average_score"))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return float(value) if value is not None and value == value else None
+    from .calibrators import validation_metric
+
+    value = validation_metric(validation_dir, "score_floor")
+    return value if value is not None else validation_metric(validation_dir, "quality/average_score")
 
 
 def score_floor_of(setting, validation_dir, matches, matcher: str) -> tuple[float, str]:
@@ -91,19 +88,22 @@ def fit_and_report(matches, th: dict, matcher: str):
     ``{name: ThresholdMetrics}`` (singles of ``th["compare"]`` plus ``combination``).
     """
     from ..thresholding import (
-        COMBINATION, OptimiserSettings, available_measures, cd_labels, fit_threshold_model, measure_values,
-        threshold_metrics,
+        COMBINATION, OptimiserSettings, available_measures, cd_labels, fit_combination, measure_matrix,
+        measure_values, threshold_metrics,
     )
 
     opt = th["optimiser"]
     settings = OptimiserSettings(seed=int(opt["seed"]), maxiter=int(opt["maxiter"]), popsize=int(opt["popsize"]),
                                  tol=float(opt["tol"]))
-    ious = [float(x) for x in th["iou_thresholds"]]
     names = _names(th["uncertainties"])
-    model = fit_threshold_model(matches, names, float(th["budget"]), str(th["mode"]), ious, matcher,
-                                th["include_background"], bool(th["per_class"]), str(th["objective"]), settings,
-                                int(th["min_class_samples"]), str(th["jsd_method"]), th["operating_iou"])
-    dets, cd = cd_labels(matches, ious, matcher, th["include_background"])
+    # the detection rows and CD labels are built once and shared by the fit and the comparison table
+    dets, cd = cd_labels(matches, [float(x) for x in th["iou_thresholds"]], matcher, th["include_background"])
+    classes = dets["class_id"].to_numpy(dtype=np.int64) if th["per_class"] else None
+    model = fit_combination(measure_matrix(dets, names), cd, names, float(th["budget"]), str(th["mode"]),
+                            [float(x) for x in th["iou_thresholds"]], classes, bool(th["per_class"]),
+                            str(th["objective"]), settings, int(th["min_class_samples"]), str(th["jsd_method"]),
+                            th["operating_iou"])
+    model.info.update(matcher=matcher, include_background=th["include_background"])
     compare = available_measures(dets) if str(th["compare"]) == "auto" else _names(th["compare"])
     results = {}
     for name in dict.fromkeys([*names, *compare]):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from .decision import DECISION_COLUMNS, EMPTY_POLICIES, AutolabelError, decide_images, review_queue
 from .labels import LABEL_FORMATS, accepted_manifest, label_paths, uncertainty_names, write_labels
-from .quality import SLIPPED_COLUMNS, label_quality
+from .quality import SLIPPED_COLUMNS, label_matches, label_quality
 from .tradeoff import per_image_counts, tradeoff_curve, tradeoff_figure
 
 __all__ = [
     "DECISION_COLUMNS", "EMPTY_POLICIES", "LABEL_FORMATS", "SLIPPED_COLUMNS", "AutolabelError", "accepted_manifest",
-    "decide_images", "label_paths", "label_quality", "per_image_counts", "review_queue", "tradeoff_curve",
+    "decide_images", "label_matches", "label_paths", "label_quality", "per_image_counts", "review_queue", "tradeoff_curve",
     "tradeoff_figure", "uncertainty_names", "write_labels",
 ]

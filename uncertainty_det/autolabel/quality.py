@@ -42,12 +42,40 @@ def _best_iou(rows: pd.DataFrame, boxes: np.ndarray, others: pd.DataFrame) -> np
     return best
 
 
+def _restrict(dets: pd.DataFrame, decisions: pd.DataFrame, gt_manifest: Any) -> tuple[np.ndarray, pd.DataFrame,
+                                                                                     pd.DataFrame]:
+    """``(decided image ids, their detections, their GT frame)``; decided images missing from the GT raise."""
+    _check_columns(decisions, ("image_id", "file_name", "accepted"), "decisions table")
+    ids = decisions["image_id"].to_numpy(dtype=np.int64)
+    unknown = ids[~np.isin(ids, np.asarray(gt_manifest.image_ids, dtype=np.int64))]
+    if unknown.size:
+        raise AutolabelError(f"{unknown.size} decided images are not in the ground-truth manifest (first image_id "
+                             f"{unknown[0]}); pass the manifest of the split that was auto-labeled")
+    gt = gt_frame_from_manifest(gt_manifest)
+    gt = gt.loc[gt["image_id"].isin(ids)].reset_index(drop=True)
+    dets = dets.loc[dets["image_id"].isin(ids)].reset_index(drop=True)
+    if "combined" not in dets.columns:
+        dets = dets.assign(combined=np.nan)
+    return ids, dets, gt
+
+
+def label_matches(dets: pd.DataFrame, decisions: pd.DataFrame, gt_manifest: Any,
+                  iou_threshold: float = 0.5) -> pd.DataFrame:
+    """The Matches table of the above-floor detections of the decided images against their GT: greedy,
+    one-to-one, class-aware at ``iou_threshold`` (what :func:`label_quality` scores; compute it once and
+    pass it to :func:`label_quality` and :func:`~.tradeoff.per_image_counts`)."""
+    _, dets, gt = _restrict(dets, decisions, gt_manifest)
+    return match_greedy(dets, gt, iou_threshold=iou_threshold, min_score=None, class_aware=True)
+
+
 def label_quality(dets: pd.DataFrame, decisions: pd.DataFrame, gt_manifest: Any,
-                  iou_threshold: float = 0.5) -> tuple[dict[str, float | int], pd.DataFrame]:
+                  iou_threshold: float = 0.5, matches: pd.DataFrame | None = None,
+                  ) -> tuple[dict[str, float | int], pd.DataFrame]:
     """GT-based quality of the auto-labels; returns ``(metrics, slipped)``.
 
     dets / decisions: the outputs of :func:`~.decision.decide_images` (every image of ``decisions`` must be
-    in ``gt_manifest``); iou_threshold: the IoU a label needs with a GT of its class to be correct.
+    in ``gt_manifest``); iou_threshold: the IoU a label needs with a GT of its class to be correct;
+    matches: :func:`label_matches` of the same inputs when already computed (not matched again).
 
     metrics: ``images``, ``accepted_images``, ``review_images``, ``auto_share`` (accepted / images),
     ``accepted_labels``, ``accepted_precision`` (true labels / labels on accepted images),
@@ -62,18 +90,9 @@ def label_quality(dets: pd.DataFrame, decisions: pd.DataFrame, gt_manifest: Any,
     ``missed_object`` (box and class of the GT, NaN score/combined; ``iou`` with the best accepted label
     of any class); ``iou`` is 0 when there is nothing to overlap.
     """
-    _check_columns(decisions, ("image_id", "file_name", "accepted"), "decisions table")
-    ids = decisions["image_id"].to_numpy(dtype=np.int64)
-    unknown = ids[~np.isin(ids, np.asarray(gt_manifest.image_ids, dtype=np.int64))]
-    if unknown.size:
-        raise AutolabelError(f"{unknown.size} decided images are not in the ground-truth manifest (first image_id "
-                             f"{unknown[0]}); pass the manifest of the split that was auto-labeled")
-    gt = gt_frame_from_manifest(gt_manifest)
-    gt = gt.loc[gt["image_id"].isin(ids)].reset_index(drop=True)
-    dets = dets.loc[dets["image_id"].isin(ids)].reset_index(drop=True)
-    if "combined" not in dets.columns:
-        dets = dets.assign(combined=np.nan)
-    matches = match_greedy(dets, gt, iou_threshold=iou_threshold, min_score=None, class_aware=True)
+    ids, dets, gt = _restrict(dets, decisions, gt_manifest)
+    if matches is None:
+        matches = match_greedy(dets, gt, iou_threshold=iou_threshold, min_score=None, class_aware=True)
 
     pos = pd.Index(ids).get_indexer(matches["image_id"].to_numpy(dtype=np.int64))
     accepted_img = decisions["accepted"].to_numpy(dtype=bool)

@@ -6,26 +6,17 @@ import numpy as np
 import pandas as pd
 
 
-def per_image_counts(dets: pd.DataFrame, decisions: pd.DataFrame, gt: pd.DataFrame,
-                     iou_threshold: float = 0.5) -> pd.DataFrame:
-    """``decisions`` plus ``n_labels``, ``n_tp`` (labels matching a GT of their class, greedy one-to-one at
-    ``iou_threshold``) and ``n_gt`` per image; ``max_uncertainty`` becomes +inf for images with a NaN combined
-    uncertainty (never accepted). dets: the above-floor detections of :func:`.decision.decide_images`; gt: a
-    GT frame (:func:`~uncertainty_det.evaluation.matching.gt_frame_from_manifest`)."""
-    from ..evaluation.matching import match_greedy
-
+def per_image_counts(matches: pd.DataFrame, decisions: pd.DataFrame, dets: pd.DataFrame) -> pd.DataFrame:
+    """``decisions`` plus ``n_labels``, ``n_tp`` (labels matching a GT of their class) and ``n_gt`` per image,
+    counted from ``matches`` (:func:`.quality.label_matches`); ``max_uncertainty`` becomes +inf for images
+    with a NaN combined uncertainty in ``dets`` (never accepted). dets: the above-floor detections of
+    :func:`.decision.decide_images`."""
     ids = decisions["image_id"].to_numpy(dtype=np.int64)
-    gt = gt.loc[gt["image_id"].isin(ids)]
-    matches = match_greedy(dets, gt, iou_threshold=iou_threshold, min_score=None, class_aware=True)
     kind = matches["kind"].to_numpy(dtype=object)
-    img = matches["image_id"].to_numpy(dtype=np.int64)
-    pos = np.searchsorted(np.sort(ids), img)
-    order = np.argsort(ids, kind="stable")
+    pos = pd.Index(ids).get_indexer(matches["image_id"].to_numpy(dtype=np.int64))
 
     def count(mask: np.ndarray) -> np.ndarray:
-        out = np.zeros(ids.size, dtype=np.int64)
-        np.add.at(out, order[pos[mask]], 1)
-        return out
+        return np.bincount(pos[mask & (pos >= 0)], minlength=ids.size).astype(np.int64)
 
     out = decisions.copy()
     # a NaN uncertainty sends its image to review at every threshold

@@ -11,7 +11,8 @@ from .image_sources import ImageSelection, iter_batches
 
 
 def predict_images(detector, selection: ImageSelection, batch_size: int = 8,
-                   progress: bool = True, timings: list | None = None) -> tuple[pd.DataFrame, list[str]]:
+                   progress: bool = True, timings: list | None = None,
+                   sizes: list | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Detections of every readable image of ``selection`` (equal-size images are batched together).
 
     Args:
@@ -19,6 +20,7 @@ def predict_images(detector, selection: ImageSelection, batch_size: int = 8,
       selection: images from :mod:`.image_sources`.
       batch_size: images per serving call.
       timings: when a list, ``(seconds, images)`` of every serving call is appended to it.
+      sizes: when a list, ``(image_id, file_name, height, width)`` of every image read is appended to it.
     Returns:
       ``(detections table, paths of files that failed to load)``.
     """
@@ -33,6 +35,8 @@ def predict_images(detector, selection: ImageSelection, batch_size: int = 8,
         frames.append(tables.detections_to_frame(
             outputs, [it.image_id for it in items], [it.file_name for it in items], detector.class_names,
             detector.has_aleatoric, detector.has_epistemic))
+        if sizes is not None:
+            sizes.extend((it.image_id, it.file_name, int(images.shape[1]), int(images.shape[2])) for it in items)
         bar.update(len(items))
     bar.close()
     if not frames:
