@@ -82,6 +82,7 @@ def test_decisions_follow_the_rule(labelled):
 def test_labels_read_back_in_every_format(labelled):
     from faster_coco_eval import COCO
 
+    from uncertainty_det.autolabel import accepted_manifest
     from uncertainty_det.data.converters import READERS
     from uncertainty_det.tables import read_detections
 
@@ -89,22 +90,28 @@ def test_labels_read_back_in_every_format(labelled):
     out = root / "outputs" / "runs" / RUN / "autolabel"
     decisions = pd.read_csv(out / "decisions.csv")
     dets, _ = read_detections(out / "detections.parquet")
-    accepted = dets.loc[dets["image_id"].isin(decisions.loc[decisions["accepted"], "image_id"])]
+    classes = ["circle", "square", "triangle", "cross", "star", "ring"]
+    # the labels are the accepted detections after box sanitising (a random model can predict boxes outside
+    # the image, which are clipped, or degenerate ones, which are dropped)
+    expected = accepted_manifest(dets, decisions, classes)
+    n_accepted = int(dets["image_id"].isin(decisions.loc[decisions["accepted"], "image_id"]).sum())
+    assert expected.num_annotations == n_accepted - expected.sanitize_report.dropped
     coco = COCO(str(out / "labels" / "coco" / "labels.json"))
-    assert len(coco.getAnnIds()) == len(accepted) and len(coco.getImgIds()) == decisions["accepted"].sum()
+    assert len(coco.getAnnIds()) == expected.num_annotations
+    assert len(coco.getImgIds()) == decisions["accepted"].sum()
     ann = coco.loadAnns(coco.getAnnIds())[0]
     assert {"score", "uncertainty"} <= set(ann) and {"combined", "al_sigma"} <= set(ann["uncertainty"])
-    boxes = np.sort(accepted[["ymin", "xmin", "ymax", "xmax"]].to_numpy().round(1), axis=0)
-    classes = ["circle", "square", "triangle", "cross", "star", "ring"]
-    for fmt, src in (("kitti", "kitti"), ("yolo", "yolo"), ("voc", "voc")):
-        manifest, _ = READERS[fmt](out / "labels" / src, classes=classes,
+    boxes = np.sort(np.concatenate([expected.objects(i).boxes for i in expected.image_ids]), axis=0)
+    scores = np.sort(np.concatenate([expected.objects(i).scores for i in expected.image_ids]))
+    for fmt in ("kitti", "yolo", "voc"):
+        manifest, _ = READERS[fmt](out / "labels" / fmt, classes=classes,
                                    **({"image_dir": root / "outputs" / "data" / "synthetic" / "images"}
                                       if fmt != "voc" else {}))
-        assert manifest.num_annotations == len(accepted), fmt
+        assert manifest.num_annotations == expected.num_annotations, fmt
         got = np.concatenate([manifest.objects(i).boxes for i in manifest.image_ids])
         np.testing.assert_allclose(np.sort(got, axis=0), boxes, atol=0.6, err_msg=fmt)
-        scores = np.sort(np.concatenate([manifest.objects(i).scores for i in manifest.image_ids]))
-        np.testing.assert_allclose(scores, np.sort(accepted["score"]), atol=1e-4, err_msg=fmt)
+        got_scores = np.sort(np.concatenate([manifest.objects(i).scores for i in manifest.image_ids]))
+        np.testing.assert_allclose(got_scores, scores, atol=1e-4, err_msg=fmt)
 
 
 def test_quality_images_and_mlflow(labelled):
