@@ -89,9 +89,16 @@ def test_resume_after_a_kill_mid_round_gives_the_same_state(looped, tmp_path):
 
 def test_shared_warmup_and_mismatched_rerun(looped, tmp_path):
     shutil.copytree(looped / "outputs", tmp_path / "outputs")
-    proc = run_app("al_loop", *LOOP, "strategy=random", "al.rounds=1", "tracking=none", cwd=tmp_path)
-    assert "reusing the shared warm-up model" in proc.stdout + proc.stderr
+    proc = run_app("al_loop", *LOOP, "strategy=random", "al.warm_start=true", "al.warm_start_epochs=1",
+                   "tracking=none", cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "reusing the shared warm-up model" in log
     assert _state(tmp_path, "random")["rounds"][0]["added"] == _state(looped)["rounds"][0]["added"]
+    # round 1 starts from round 0's weights and trains warm_start_epochs (1), not trainer.epochs (2)
+    assert "init_from" in log and "random/round_0/train" in log
+    history = (tmp_path / AL / "random" / "round_1" / "train" / "history.csv").read_text().splitlines()
+    warmup = (tmp_path / AL / "random" / "round_0" / "train" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 1 and len(warmup) == 1 + 2
     proc = run_app("al_loop", *LOOP, "seed=5", "tracking=none", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "belongs to another loop" in proc.stderr and "seed 0 vs 5" in proc.stderr
     proc = run_app("al_loop", *LOOP, "al.budget=[50,50]", "tracking=none", cwd=tmp_path, check=False)

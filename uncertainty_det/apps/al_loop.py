@@ -190,6 +190,8 @@ def train_round(k, labeled, plain, state, strategy, al_dir, pool_manifest, eval_
     trainer_cfg = dataclasses.replace(trainer_cfg, resume=True)      # an interrupted round continues its epochs
     train_dir = al_dir / f"round_{k}" / "train"
     init = al_dir / f"round_{k - 1}" / "train" if (k > 0 and plain["al"]["warm_start"]) else None
+    if init is not None and plain["al"].get("warm_start_epochs") is not None:
+        trainer_cfg = dataclasses.replace(trainer_cfg, epochs=int(plain["al"]["warm_start_epochs"]))
     result = train_from_manifests(detector_cfg, trainer_cfg, input_cfg, pool_manifest, train_dir,
                                   val_manifest=eval_manifest, postprocess_cfg=post_cfg, train_ids=labeled,
                                   log_fn=log_fn, init_from=init, seed=int(state.seed) + k,
