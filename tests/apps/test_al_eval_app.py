@@ -12,28 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.apps.test_train_app import SMALL_MODEL
+from tests.apps.al_fixture import DATA, RUNS, STRATEGIES
 from tests.helpers import all_runs, mlflow_client, run_app
 
-DATA = ["dataset.generator.image_size=[64,64]", "dataset.generator.num_images={train:40,val:8,test:6}",
-        "dataset.input_size=[64,64]"]
-LOOP = [*DATA, *SMALL_MODEL, "trainer=fast", "trainer.epochs=1", "trainer.steps_per_epoch=2",
-        "trainer.warmup_epochs=0", "trainer.validation_loss=false", "input.batch_size=4", "al.budget=[25,25,50]",
-        "al.rounds=2", "al.score_floor=0.0"]
 PERF = [*DATA, "al_eval.round=1", "al_eval.num_samples=400"]
 # 8 val images, split_factor 4: boundaries [0, 2, 4, 8] (the last snapped to L), 3 subsets per seed
 REL = [*DATA, "al_eval.mode=reliability", "al_eval.split_factor=4", "al_eval.subset_seeds=[1,2]",
        "al_eval.num_samples=300", "al_eval.reference_split=test"]
-STRATEGIES = ["entropy", "random"]          # sorted: the order of the outputs
-RUNS = "outputs/runs/synthetic-tiny-al"
 ANN = "outputs/data/synthetic/annotations"
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    root = tmp_path_factory.mktemp("al_eval")
-    run_app("data", *DATA, cwd=root)
-    run_app("al_loop", *LOOP, "strategy=random,entropy", multirun=True, cwd=root)
+def evaluated(tiny_al_loop):
+    root = tiny_al_loop
     run_app("al_eval", *PERF, cwd=root)
     run_app("al_eval", *REL, cwd=root)
     return root

@@ -9,22 +9,13 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.apps.test_train_app import SMALL_MODEL
+from tests.apps.al_fixture import AL, LOOP
 from tests.helpers import all_runs, mlflow_client, run_app
-
-DATA = ["dataset.generator.image_size=[64,64]", "dataset.generator.num_images={train:40,val:6,test:2}",
-        "dataset.input_size=[64,64]"]
-LOOP = [*DATA, *SMALL_MODEL, "trainer=fast", "trainer.steps_per_epoch=2", "input.batch_size=4",
-        "al.budget=[25,25,50]", "al.rounds=2", "al.score_floor=0.0"]
-AL = "outputs/runs/synthetic-tiny-al/al"
 
 
 @pytest.fixture(scope="module")
-def looped(tmp_path_factory):
-    root = tmp_path_factory.mktemp("al_loop")
-    run_app("data", *DATA, cwd=root)
-    run_app("al_loop", *LOOP, cwd=root)
-    return root
+def looped(tiny_al_loop):
+    return tiny_al_loop
 
 
 def _state(root, strategy="entropy"):
@@ -61,9 +52,13 @@ def test_rounds_state_and_selection(looped):
 def test_rounds_are_nested_mlflow_runs_with_the_labeled_share_as_step(looped):
     client = mlflow_client(looped)
     runs = all_runs(client, "al_loop")
-    (loop,) = [r for r in runs if r.data.tags.get("stage") == "al_loop"]
-    rounds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == loop.info.run_id]
-    assert sorted(r.info.run_name for r in rounds) == ["al_round:entropy:0", "al_round:entropy:1"]
+    children = {}
+    for r in runs:
+        children.setdefault(r.data.tags.get("mlflow.parentRunId"), []).append(r.info.run_name)
+    # the multirun's loops (random, entropy) under its sweep run; the entropy loop's children are its 2 rounds
+    (loop,) = [r for r in runs if r.data.tags.get("stage") == "al_loop"
+               and any(name.startswith("al_round:entropy") for name in children.get(r.info.run_id, []))]
+    assert sorted(children[loop.info.run_id]) == ["al_round:entropy:0", "al_round:entropy:1"]
     history = client.get_metric_history(loop.info.run_id, "map/AP50")
     assert sorted(m.step for m in history) == [25, 50]
     assert "auc/AP50" in loop.data.metrics and loop.info.status == "FINISHED"
@@ -89,16 +84,16 @@ def test_resume_after_a_kill_mid_round_gives_the_same_state(looped, tmp_path):
 
 def test_shared_warmup_and_mismatched_rerun(looped, tmp_path):
     shutil.copytree(looped / "outputs", tmp_path / "outputs")
-    proc = run_app("al_loop", *LOOP, "strategy=random", "al.warm_start=true", "al.warm_start_epochs=1",
+    proc = run_app("al_loop", *LOOP, "strategy=albox", "al.warm_start=true", "al.warm_start_epochs=2",
                    "tracking=none", cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert "reusing the shared warm-up model" in log
-    assert _state(tmp_path, "random")["rounds"][0]["added"] == _state(looped)["rounds"][0]["added"]
-    # round 1 starts from round 0's weights and trains warm_start_epochs (1), not trainer.epochs (2)
-    assert "init_from" in log and "random/round_0/train" in log
-    history = (tmp_path / AL / "random" / "round_1" / "train" / "history.csv").read_text().splitlines()
-    warmup = (tmp_path / AL / "random" / "round_0" / "train" / "history.csv").read_text().splitlines()
-    assert len(history) == 1 + 1 and len(warmup) == 1 + 2
+    assert _state(tmp_path, "albox")["rounds"][0]["added"] == _state(looped)["rounds"][0]["added"]
+    # round 1 starts from round 0's weights and trains warm_start_epochs (2), not trainer.epochs (1)
+    assert "init_from" in log and "albox/round_0/train" in log
+    history = (tmp_path / AL / "albox" / "round_1" / "train" / "history.csv").read_text().splitlines()
+    warmup = (tmp_path / AL / "albox" / "round_0" / "train" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2 and len(warmup) == 1 + 1
     proc = run_app("al_loop", *LOOP, "seed=5", "tracking=none", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "belongs to another loop" in proc.stderr and "seed 0 vs 5" in proc.stderr
     proc = run_app("al_loop", *LOOP, "al.budget=[50,50]", "tracking=none", cwd=tmp_path, check=False)
