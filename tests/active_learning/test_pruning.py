@@ -430,3 +430,36 @@ def test_prune_pool_cache_hit_and_invalidation(pool, tmp_path, monkeypatch):
     assert len(calls) == 3
     prune_pool(files[:-1], prune_threshold=0.2, cache_dir=cache)  # a different list of files
     assert len(calls) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop's pool plan (udet-al-loop's plan_pool) on the planted pool
+
+
+def test_loop_pool_plan_prunes_planted_duplicates_and_rescales_the_budget(pool, tmp_path):
+    import dataclasses
+    from pathlib import Path
+
+    from uncertainty_det.active_learning import parse_strategy_name
+    from uncertainty_det.apps.al_loop import plan_pool
+    from uncertainty_det.data.manifest import ManifestBuilder, categories_from_names
+
+    paths, groups = pool
+    builder = ManifestBuilder(categories_from_names(["shape"]))
+    ids = [builder.add_image(Path(p).name, H, W, image_id=100 + k) for k, p in enumerate(paths)]
+    manifest = builder.build(image_root=Path(paths[0]).parent)
+    budget = [25, 25, 25, 25]
+    strategy = dataclasses.replace(parse_strategy_name("prune_entropy"), prune_threshold=0.2)
+    kept, sizes, info = plan_pool(strategy, manifest, budget, 0, tmp_path / "cache")
+    removed = set(info["removed"])
+    # one member of each planted group survives, every distinct image stays; ids, not indices
+    for g in groups:
+        assert len({ids[i] for i in g} - removed) == 1
+    assert len(removed) == sum(len(g) - 1 for g in groups) == 5
+    assert sorted(kept + sorted(removed)) == sorted(ids) and info["kept"] == 12 and info["original"] == 17
+    # 25 % of 17 images is 4.25 images; rescaled to the 12 kept: 35.4 % each, two fit, the last takes the rest
+    assert sizes == [4, 8]
+    full = plan_pool(dataclasses.replace(strategy, prune="full"), manifest, budget, 0, tmp_path / "cache")
+    assert full[0] == kept and full[1] == [12]
+    off = plan_pool(parse_strategy_name("entropy"), manifest, budget, 0, tmp_path / "cache")
+    assert off[0] == ids and sum(off[1]) == 17
