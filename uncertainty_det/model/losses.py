@@ -76,6 +76,7 @@ def focal_loss(
     gamma: float = 1.5,
     label_smoothing: float = 0.0,
     weights=None,
+    anchor_weights=None,
 ) -> tf.Tensor:
     """Sigmoid focal loss, summed over anchors and classes and divided by ``N+``.
 
@@ -90,6 +91,8 @@ def focal_loss(
       alpha, gamma: focal parameters.
       label_smoothing: smoothing of the BCE target (the focal factors use the hard label).
       weights: optional ``[B, N]``; multiplies the terms (all C classes) of positive anchors only.
+      anchor_weights: optional ``[B, N]``; multiplies the terms of every anchor, background included (per-image
+        weights of pseudo-labelled images).
 
     Returns:
       scalar float32 loss.
@@ -107,6 +110,8 @@ def focal_loss(
     per_anchor_w = tf.cast(targets != -2, tf.float32)
     if weights is not None:
         per_anchor_w = per_anchor_w * tf.where(positive, _f32(weights), 1.0)
+    if anchor_weights is not None:
+        per_anchor_w = per_anchor_w * _f32(anchor_weights)
     loss = alpha_t * modulating * bce * per_anchor_w[..., None]
     return tf.reduce_sum(loss) / _normaliser_from_positive(positive)
 
@@ -257,7 +262,8 @@ def detection_loss(outputs: dict, targets: dict, cfg=None) -> dict[str, tf.Tenso
       outputs: ``{"cls": [B,N,C] logits, "box": [B,N,4] codes, "sigma": [B,N,4] positive σ (optional)}``.
         With ``"sigma"`` the box term is :func:`attenuated_box_loss`, otherwise :func:`box_loss`.
       targets: the dict from :func:`uncertainty_det.model.target_assigner.assign_targets`
-        (``cls_targets, box_targets, positive``, optional ``weights``).
+        (``cls_targets, box_targets, positive``, optional ``weights`` (positive anchors) and ``anchor_weights``
+        ``[B, N]`` (every anchor; see :func:`focal_loss`)).
       cfg: :class:`LossConfig` (or any object/dict with its fields); None = defaults.
 
     Returns:
@@ -266,6 +272,7 @@ def detection_loss(outputs: dict, targets: dict, cfg=None) -> dict[str, tf.Tenso
       targets over positive anchors); both are 0 when there is no positive anchor.
     """
     weights = targets.get("weights")
+    anchor_weights = targets.get("anchor_weights")
     positive = tf.cast(targets["positive"], tf.bool)
     cls = focal_loss(
         outputs["cls"],
@@ -274,7 +281,10 @@ def detection_loss(outputs: dict, targets: dict, cfg=None) -> dict[str, tf.Tenso
         gamma=_cfg(cfg, "gamma", 1.5),
         label_smoothing=_cfg(cfg, "label_smoothing", 0.0),
         weights=weights,
+        anchor_weights=anchor_weights,
     )
+    if anchor_weights is not None:       # the box terms are on positive anchors only: fold the two together
+        weights = _f32(anchor_weights) * (1.0 if weights is None else _f32(weights))
     kind = _cfg(cfg, "box_loss", "huber")
     delta = _cfg(cfg, "huber_delta", 0.1)
     sigma = outputs.get("sigma")

@@ -444,10 +444,23 @@ class DetectorTrainer(keras.Model):
 
         Returns ``loss, cls_loss, box_loss, rmse, num_positives`` (+ ``mean_sigma`` with loss attenuation).
         """
+        raw = self.detector(batch["image"], training=training)
+        return self.losses_from_outputs(raw, batch)
+
+    def losses_from_outputs(self, raw: Mapping[str, tf.Tensor], batch: Mapping[str, tf.Tensor],
+                            image_weights: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """The detection losses of the detector outputs ``raw`` (``cls [B,N,C]``, ``box [B,N,4]``, optional
+        ``sigma_raw``) against the GT of ``batch`` (``boxes, classes, weights``), normalised within the batch.
+
+        image_weights: optional ``[B]``: every anchor term of image ``b`` is multiplied by it (per-image
+        pseudo-label weights); the per-GT ``weights`` of the batch multiply the positive anchors as usual.
+        """
         cfg = self.detector_config
         targets = assign_targets(batch["boxes"], batch["classes"], self.anchors, cfg.num_classes,
                                  self.match_threshold, self.unmatched_threshold, gt_weights=batch.get("weights"))
-        raw = self.detector(batch["image"], training=training)
+        if image_weights is not None:
+            ones = tf.ones_like(tf.cast(targets["positive"], tf.float32))
+            targets = {**targets, "anchor_weights": ones * tf.cast(image_weights, tf.float32)[:, None]}
         outputs = {"cls": raw["cls"], "box": raw["box"]}
         if "sigma_raw" in raw:
             # training=True: the raw_clip parametrisation clips in train and test steps (reference §1.3).
@@ -806,6 +819,7 @@ def train_detector(
     seed: int | None = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     extra_config: Mapping[str, Any] | None = None,
+    trainer_factory: Callable[..., "DetectorTrainer"] | None = None,
 ) -> TrainResult:
     """Train a detector with Keras ``fit``; checkpoints, resume, divergence stop, final files.
 
@@ -827,6 +841,9 @@ def train_detector(
       seed: seeds Python, NumPy and TF (weight init, dropout); ``None`` leaves them.
       callbacks: extra Keras callbacks (run after the built-in ones).
       extra_config: extra keys for ``detector_config.json`` (e.g. ``run_name``, ``dataset``).
+      trainer_factory: ``fn(detector, anchors, match_threshold=, unmatched_threshold=, total_steps=)`` ->
+        a :class:`DetectorTrainer` (subclass) whose ``train_step`` understands ``train_dataset``'s elements
+        (semi-supervised trainers); default :class:`DetectorTrainer`.
 
     Returns:
       :class:`TrainResult`.
@@ -863,8 +880,13 @@ def train_detector(
                                    detector_config.num_scales, detector_config.aspect_ratios,
                                    detector_config.anchor_scale)
         with mixed_precision_policy(cfg.policy):
-            trainer = DetectorTrainer(detector, anchors, match_threshold=cfg.match_threshold,
-                                      unmatched_threshold=cfg.unmatched_threshold)
+            if trainer_factory is None:
+                trainer = DetectorTrainer(detector, anchors, match_threshold=cfg.match_threshold,
+                                          unmatched_threshold=cfg.unmatched_threshold)
+            else:
+                trainer = trainer_factory(detector, anchors, match_threshold=cfg.match_threshold,
+                                          unmatched_threshold=cfg.unmatched_threshold,
+                                          total_steps=int(cfg.epochs) * int(steps_per_epoch))
         schedule = make_lr_schedule(cfg, steps_per_epoch)
         optimizer = make_optimizer(cfg, schedule)
         trainer.compile(optimizer=optimizer, jit_compile=bool(cfg.jit_compile))
