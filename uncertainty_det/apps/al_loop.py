@@ -22,8 +22,6 @@ import json
 import logging
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -74,31 +72,13 @@ def _round_rng(seed: int, k: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(k)])
 
 
-def _stage(stage: str, round_name: str, al_dir: Path, plain: dict, cli: list[str], unc_name: str,
-           parent: str | None, extra: list[str]) -> None:
-    """Run ``udet-<stage>`` on a round's workspace in a child process (calibrate/validate/threshold)."""
-    from .pipeline import child_env, forwarded
-
-    argv = [sys.executable, "-m", f"uncertainty_det.apps.{stage}", *forwarded(cli, stage),
-            f"paths.runs_dir={al_dir}", f"run_name={round_name}", f"uncertainty={unc_name}", *extra]
-    if parent and plain["tracking"].get("enabled", False):
-        argv += [f"tracking.parent_run_id={parent}", f"tracking.experiment={plain['tracking']['experiment']}"]
-    log.info("%s: %s", round_name, " ".join(argv[2:]))
-    proc = subprocess.run(argv, env=child_env())
-    if proc.returncode != 0:
-        raise UserError(f"udet-{stage} for {round_name} failed (exit {proc.returncode}); see its message above, "
-                        f"then re-run the same udet-al-loop command to resume")
-
-
 def predict_pool(plain: dict, strategy, prev_ws, pool_manifest, unlabeled, cli, unc_name, parent, al_dir):
     """The Detections table of the unlabeled images by the previous round's model (calibrated when the
     strategy needs it) and, for ``combo``, the threshold model fitted on that round."""
     from ..data.pipeline import input_config_from_dict
     from ..inference.postprocess import postprocess_config_from_dict
     from ..inference.predictor import Predictor
-    from ..thresholding import load_threshold_model
-    from ..workspace import evaluation_name
-    from .calibrators import calibrated, load_run_calibration
+    from .child_stages import calibrate_and_threshold
 
     al = plain["al"]
     post = postprocess_config_from_dict(plain["postprocess"])
@@ -106,23 +86,9 @@ def predict_pool(plain: dict, strategy, prev_ws, pool_manifest, unlabeled, cli, 
     kwargs = {} if al.get("mc_samples") is None else {"mc_samples": int(al["mc_samples"])}
     predictor = Predictor.from_train_dir(prev_ws.train, post, **kwargs)
     frame = predictor.predict_manifest(pool_manifest.subset(unlabeled.tolist()), inputs, progress=True)
-    split = str(al["eval_split"])
-    model = None
-    # combo's threshold model combines calibrated measures by default, so it calibrates too
-    if strategy.needs_calibration or strategy.needs_thresholds:
-        if not (prev_ws.calibration / "calibration.json").exists():
-            _stage("calibrate", prev_ws.run_name, al_dir, plain, cli, unc_name, parent,
-                   ["source=checkpoint", f"split={split}"])
-        frame = calibrated(frame, load_run_calibration({"calibration": plain["calibration"]}, prev_ws))
-    if strategy.needs_thresholds:
-        name = evaluation_name(plain["dataset"]["name"], split, plain["dataset"].get("eval_split", "val"))
-        path = prev_ws.thresholding(name) / "threshold.json"
-        if not path.exists():
-            _stage("validate", prev_ws.run_name, al_dir, plain, cli, unc_name, parent,
-                   ["source=checkpoint", f"split={split}", "validation.matcher=greedy"])
-            _stage("threshold", prev_ws.run_name, al_dir, plain, cli, unc_name, parent, [f"split={split}"])
-        model = load_threshold_model(path)
-    return frame, model
+    return calibrate_and_threshold(frame, plain, prev_ws, str(al["eval_split"]), strategy.needs_calibration,
+                                   strategy.needs_thresholds, cli, unc_name, parent,
+                                   "re-run the same udet-al-loop command to resume")
 
 
 def select_round(k: int, state, strategy, plain, al_dir: Path, pool_manifest, cli, unc_name, parent) -> list[int]:

@@ -1,0 +1,123 @@
+"""udet-stac end to end on tiny synthetic data: split, teacher, pseudo-labels recomputed from the stored teacher
+predictions, their quality against the hidden GT, a student per round on mixed batches (steps per epoch from
+the batch composition), one self-training round, nested MLflow runs, resume, a pseudo-label source file,
+and one-line errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from tests.apps.test_train_app import SMALL_MODEL
+from tests.helpers import all_runs, mlflow_client, run_app
+
+DATA = ["dataset.generator.image_size=[64,64]", "dataset.generator.num_images={train:40,val:6,test:2}",
+        "dataset.input_size=[64,64]"]
+# trainer.steps_per_epoch=null: the teacher makes one pass (3 batches of 4 over 10 images), the student the
+# steps of the batch composition: 1 labeled + 3 pseudo per batch, ceil(max(40/4, 10/1, 30/3)) = 10
+STAC = [*DATA, *SMALL_MODEL, "trainer=fast", "trainer.epochs=1", "trainer.steps_per_epoch=null",
+        "trainer.warmup_epochs=0", "trainer.validation_loss=false", "input.batch_size=4", "ssl.labeled_percent=25",
+        "selection.tau=0.0", "selection.min_score=0.0", "selection.max_per_image=3", "ssl.selftrain_rounds=1"]
+STAC_DIR = "outputs/runs/synthetic-tiny-stac/stac"
+
+
+@pytest.fixture(scope="module")
+def stac(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stac")
+    run_app("data", *DATA, cwd=root)
+    proc = run_app("stac", *STAC, cwd=root)
+    return root, proc.stdout + proc.stderr
+
+
+def test_split_teacher_pseudo_labels_and_students(stac):
+    from uncertainty_det.ssl.pseudo_labels import PseudoLabelSelection, select_pseudo_labels
+    from uncertainty_det.tables import read_detections
+
+    root, _ = stac
+    folder = root / STAC_DIR
+    split = json.loads((folder / "split.json").read_text())
+    labeled, unlabeled = split["labeled"], split["unlabeled"]
+    assert len(labeled) == 10 and len(unlabeled) == 30 and not set(labeled) & set(unlabeled)
+    assert split["settings"] == {"percent": 25.0, "seed": 0, "method": "random"}
+    selection = PseudoLabelSelection(tau=0.0, min_score=0.0, max_per_image=3)
+    for k, teacher in ((0, "teacher"), (1, "student_0")):
+        frame, meta = read_detections(folder / f"pseudo_{k}" / "teacher_predictions.parquet")
+        assert meta["run_name"] == teacher and set(frame["image_id"]) <= set(unlabeled)
+        pseudo = pd.read_parquet(folder / f"pseudo_{k}" / "pseudo_labels.parquet")
+        expected = select_pseudo_labels(frame, selection)
+        pd.testing.assert_frame_equal(pseudo.reset_index(drop=True), expected.reset_index(drop=True),
+                                      check_dtype=False)
+        assert pseudo.groupby("image_id").size().max() <= 3
+        quality = json.loads((folder / f"pseudo_{k}" / "quality.json").read_text())
+        assert quality["pseudo_boxes"] == len(pseudo) and quality["pseudo_images"] == pseudo["image_id"].nunique()
+        assert 0.0 <= quality["precision"] <= 1.0 and 0.0 <= quality["recall"] <= 1.0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [r["teacher"] for r in summary["rounds"]] == ["teacher", "student_0"]
+    assert "map/AP50" in summary["teacher"] and all("map/AP50" in r["student"] for r in summary["rounds"])
+    assert summary["gain/AP50"] == pytest.approx(summary["rounds"][-1]["student"]["map/AP50"]
+                                                 - summary["teacher"]["map/AP50"])
+    for part in ("teacher", "student_0", "student_1"):
+        assert (folder / part / "train" / "final.weights.h5").is_file()
+    history = pd.read_csv(folder / "student_0" / "train" / "history.csv")
+    assert {"sup_loss", "pseudo_loss"} <= set(history.columns)
+
+
+def test_nested_mlflow_runs(stac):
+    root, _ = stac
+    client = mlflow_client(root)
+    runs = all_runs(client, "stac")
+    (parent,) = [r for r in runs if not r.data.tags.get("mlflow.parentRunId")]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"stac:teacher", "stac:student_0", "stac:student_1"}
+    student = children["stac:student_0"]
+    assert student.data.params["ssl/labeled_per_batch"] == "1" and student.data.params["ssl/pseudo_per_batch"] == "3"
+    assert student.data.params["ssl/steps_per_epoch"] == "10"
+    assert "map/AP50" in student.data.metrics and "pseudo_loss" in student.data.metrics
+    assert {"teacher/AP50", "student/AP50", "gain/AP50", "pseudo/precision"} <= set(parent.data.metrics)
+    assert parent.data.params["ssl/labeled_images"] == "10"
+
+
+def test_rerun_skips_finished_parts_and_refuses_another_split(stac, tmp_path):
+    root, _ = stac
+    shutil.copytree(root / "outputs", tmp_path / "outputs")
+    proc = run_app("stac", *STAC, "tracking=none", cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "teacher: done" in log and "student 1: done" in log and "trained" not in log
+    proc = run_app("stac", *STAC, "ssl.labeled_percent=50", "tracking=none", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "split.json was made with" in proc.stderr
+
+
+def test_pseudo_label_source_file(stac, tmp_path):
+    """A pseudo-label table from elsewhere (e.g. a noise-study variant) replaces the teacher's selection."""
+    root, _ = stac
+    shutil.copytree(root / "outputs", tmp_path / "outputs")
+    shutil.rmtree(tmp_path / STAC_DIR / "pseudo_0")
+    shutil.rmtree(tmp_path / STAC_DIR / "student_0")
+    unlabeled = json.loads((tmp_path / STAC_DIR / "split.json").read_text())["unlabeled"]
+    source = pd.DataFrame({"image_id": [unlabeled[0], unlabeled[0], unlabeled[1], 10**6],
+                           "class_id": [1, 2, 3, 1], "ymin": [2.0, 10, 5, 1], "xmin": [3.0, 20, 5, 1],
+                           "ymax": [20.0, 30, 40, 9], "xmax": [25.0, 50, 30, 9]})
+    source.to_csv(tmp_path / "variant.csv", index=False)
+    run_app("stac", *STAC, "ssl.selftrain_rounds=0", f"ssl.pseudo_source={tmp_path / 'variant.csv'}",
+            "trainer.steps_per_epoch=2", "tracking=none", cwd=tmp_path)
+    quality = json.loads((tmp_path / STAC_DIR / "pseudo_0" / "quality.json").read_text())
+    assert quality["pseudo_boxes"] == 3 and quality["pseudo_images"] == 2          # the image outside the pool dropped
+    assert (tmp_path / STAC_DIR / "student_0" / "train" / "final.weights.h5").is_file()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ssl.split=sorted", "ssl.split='sorted'"),
+    ("ssl.student_init=imagenet", "ssl.student_init='imagenet'"),
+    ("selection.tau=1.5", "tau"),
+    ("selection.use=sometimes", "use"),
+])
+def test_one_line_errors(stac, tmp_path, override, message):
+    root, _ = stac
+    shutil.copytree(root / "outputs", tmp_path / "outputs")
+    for k in (0, 1):
+        shutil.rmtree(tmp_path / STAC_DIR / f"pseudo_{k}", ignore_errors=True)
+    proc = run_app("stac", *STAC, override, "tracking=none", cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and proc.stderr.count("error:") == 1

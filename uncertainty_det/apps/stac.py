@@ -1,0 +1,305 @@
+"""``udet-stac``: STAC semi-supervised detection (DESIGN §10, reference §5.1, its defects fixed).
+
+Everything lives in ``<runs>/<run_name>/stac/``:
+
+1. ``split.json``: the labeled / unlabeled ids of ``ssl.pool_split`` (seeded random, or the pool-order prefix
+   of the reference); a re-run with another percentage, seed or method is refused.
+2. ``teacher/`` (a run workspace): trained on the labeled images only.
+3. per round ``k`` (``0`` plus ``ssl.selftrain_rounds``; round ``k > 0`` uses student ``k-1`` as teacher):
+   ``pseudo_<k>/``: the teacher's un-augmented predictions of the unlabeled images (calibrated, and for
+   ``combo`` with the teacher's fitted thresholds, when the selection needs them), the selected pseudo-labels
+   with their weights, and their quality against the hidden ground truth (``quality.json``);
+   ``student_<k>/`` (a run workspace): trained on batches of ``[labeled | pseudo]`` in the proportion of
+   :func:`~uncertainty_det.ssl.batching.stac_batch_composition`, strong box-aware augmentation on the pseudo
+   stream, ``L = L_labeled + λ L_pseudo`` (:class:`~uncertainty_det.ssl.training.MixedBatchTrainer`).
+4. ``summary.json``: teacher and student mAP per round, pseudo-label statistics.
+
+Each model is a nested MLflow run under the stage run. Finished parts are skipped on a re-run (a part
+interrupted mid-training continues from its last checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from ..errors import UserError
+from .common import CONFIG_DIR, plain_config, stage_run
+
+log = logging.getLogger("uncertainty_det.stac")
+
+SPLIT_METHODS = ("random", "prefix")
+STUDENT_INITS = ("backbone", "teacher")
+
+
+def load_split_ids(path: Path, pool_ids: list[int], percent: float, seed: int, method: str) -> tuple[list, list]:
+    """The stored labeled / unlabeled ids, or a new split written to ``path``; a stored split of other
+    settings is refused."""
+    from ..io_utils import atomic_write_json
+    from ..ssl.split import split_labeled
+
+    settings = {"percent": float(percent), "seed": int(seed), "method": str(method)}
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored["settings"] != settings:
+            raise UserError(f"{path} was made with {stored['settings']}, not {settings}; use another run_name or "
+                            f"delete {path.parent} to start over")
+        return [int(i) for i in stored["labeled"]], [int(i) for i in stored["unlabeled"]]
+    labeled, unlabeled = split_labeled(pool_ids, percent, seed=seed, method=method)
+    atomic_write_json(path, {"settings": settings, "labeled": labeled.tolist(), "unlabeled": unlabeled.tolist()})
+    return labeled.tolist(), unlabeled.tolist()
+
+
+def pseudo_manifest(pool_manifest, pseudo: pd.DataFrame):
+    """A manifest of the pool images that have pseudo-labels, one annotation per pseudo box with its weight
+    as the annotation ``score`` (the input pipeline's per-box loss weight)."""
+    from ..data.boxes import yxyx_to_xywh
+    from ..data.manifest import Manifest
+
+    images = [dict(pool_manifest.image(int(i))) for i in pd.unique(pseudo["image_id"])]
+    boxes = yxyx_to_xywh(pseudo[["ymin", "xmin", "ymax", "xmax"]].to_numpy(np.float64))
+    weights = pseudo["weight"].to_numpy(np.float64) if "weight" in pseudo else np.ones(len(pseudo))
+    annotations = [
+        {"id": k + 1, "image_id": int(i), "category_id": int(c), "bbox": [float(v) for v in box],
+         "area": float(box[2] * box[3]), "iscrowd": 0, "score": float(w)}
+        for k, (i, c, box, w) in enumerate(zip(pseudo["image_id"], pseudo["class_id"], boxes, weights))
+    ]
+    data = {"info": {"description": "STAC pseudo-labels"}, "images": images, "annotations": annotations,
+            "categories": [dict(c) for c in pool_manifest.categories]}
+    return Manifest.from_coco(data, source="<pseudo-labels>", image_root=pool_manifest.image_root)
+
+
+def read_pseudo_source(path: str) -> pd.DataFrame:
+    """A pseudo-label table from a file (``.parquet`` or ``.csv``: image_id, class_id, ymin, xmin, ymax, xmax,
+    optional score / weight)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"ssl.pseudo_source={path} does not exist; give a pseudo-label table (.parquet or .csv)")
+    frame = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    missing = [c for c in ("image_id", "class_id", "ymin", "xmin", "ymax", "xmax") if c not in frame]
+    if missing:
+        raise UserError(f"ssl.pseudo_source={path} lacks the columns {missing}")
+    if "weight" not in frame:
+        frame["weight"] = 1.0
+    if "score" not in frame:
+        frame["score"] = 1.0
+    return frame
+
+
+class _Parts:
+    """What the training parts share: configs, manifests, the tracker for nested runs."""
+
+    def __init__(self, plain: dict, tracker, stac_dir: Path, pool, eval_manifest):
+        from .train import _configs
+
+        self.plain, self.tracker, self.stac_dir = plain, tracker, stac_dir
+        self.pool, self.eval = pool, eval_manifest
+        self.detector, self.trainer, self.inputs, self.post = _configs(plain, len(pool.class_names))
+        self.seed = int(plain["seed"])
+
+    def nested(self, name: str):
+        from ..tracking import start_stage_run
+
+        return start_stage_run({**self.plain, "run_name": f"{self.plain['run_name']}/stac/{name}"}, "stac",
+                               parent_run_id=getattr(self.tracker, "run_id", None), run_name=f"stac:{name}")
+
+    def epochs(self, key: str):
+        value = self.plain["ssl"].get(key)
+        return self.trainer if value is None else dataclasses.replace(self.trainer, epochs=int(value))
+
+    def done(self, ws) -> dict | None:
+        path = ws.root / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() and ws.final_weights.exists() else None
+
+    def finish(self, ws, metrics: dict, tracker) -> dict:
+        from ..io_utils import atomic_write_json
+
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        atomic_write_json(ws.root / "metrics.json", clean)
+        tracker.log_metrics({k: v for k, v in clean.items() if math.isfinite(v)})
+        return clean
+
+    def train_teacher(self, ws, labeled: list[int]) -> dict:
+        from ..model.training import train_from_manifests
+
+        if (metrics := self.done(ws)) is not None:
+            log.info("teacher: done (%s)", ws.root)
+            return metrics
+        with self.nested("teacher") as tracker:
+            tracker.log_params({"ssl/part": "teacher", "ssl/labeled_images": len(labeled)})
+            cfg = dataclasses.replace(self.epochs("teacher_epochs"), resume=True)
+            result = train_from_manifests(self.detector, cfg, self.inputs, self.pool, ws.train, val_manifest=self.eval,
+                                          postprocess_cfg=self.post, train_ids=labeled, seed=self.seed,
+                                          log_fn=lambda m, step: tracker.log_metrics(m, step=step),
+                                          extra_config={"run_name": "teacher", "ssl": "stac_teacher"})
+            return self.finish(ws, result.final_metrics, tracker)
+
+    def train_student(self, ws, k: int, labeled: list[int], pseudo: pd.DataFrame, teacher_ws) -> dict:
+        from ..data.pipeline import build_manifest_dataset
+        from ..model.training import make_map_evaluator, train_detector
+        from ..ssl.batching import stac_batch_composition
+        from ..ssl.training import MixedBatchTrainer, zip_streams
+
+        if (metrics := self.done(ws)) is not None:
+            log.info("student %d: done (%s)", k, ws.root)
+            return metrics
+        ssl = self.plain["ssl"]
+        size = tuple(self.detector.image_size)
+        manifest = pseudo_manifest(self.pool, pseudo)
+        n_pseudo = len(manifest.image_ids)
+        comp = stac_batch_composition(len(labeled), n_pseudo, int(self.inputs.batch_size))
+        base = dataclasses.replace(self.inputs, image_size=size, repeat=True)
+        labeled_cfg = dataclasses.replace(base, batch_size=comp.labeled_per_batch)
+        pseudo_cfg = dataclasses.replace(base, batch_size=comp.pseudo_per_batch, augment=str(ssl["pseudo_augment"]),
+                                         seed=int(base.seed) + 1)
+        labeled_ds, _ = build_manifest_dataset(self.pool, labeled_cfg, image_ids=labeled, training=True)
+        pseudo_ds, report = build_manifest_dataset(manifest, pseudo_cfg, training=True)
+        data = zip_streams(labeled_ds, pseudo_ds)
+        eval_cfg = dataclasses.replace(self.inputs, image_size=size, repeat=False)
+        val_ds, _ = build_manifest_dataset(self.eval, eval_cfg, training=False)
+        evaluate = make_map_evaluator(self.eval, eval_cfg, self.detector, self.post, self.pool.class_names)
+        cfg = dataclasses.replace(self.epochs("student_epochs"), resume=True)
+        init = teacher_ws.train if ssl["student_init"] == "teacher" else None
+        factory = functools.partial(MixedBatchTrainer, unsup_weight=float(ssl["unsup_weight"]),
+                                    weighting=str(ssl["weighting"]))
+        log.info("student %d: %d labeled + %d pseudo-labelled images, batches of %d + %d, %d steps per epoch", k,
+                 len(labeled), n_pseudo, comp.labeled_per_batch, comp.pseudo_per_batch,
+                 cfg.steps_per_epoch or comp.steps_per_epoch)
+        with self.nested(f"student_{k}") as tracker:
+            tracker.log_params({"ssl/part": f"student_{k}", "ssl/labeled_images": len(labeled),
+                                "ssl/pseudo_images": n_pseudo, "ssl/labeled_per_batch": comp.labeled_per_batch,
+                                "ssl/pseudo_per_batch": comp.pseudo_per_batch,
+                                "ssl/steps_per_epoch": cfg.steps_per_epoch or comp.steps_per_epoch})
+            result = train_detector(
+                self.detector, cfg, data, ws.train, num_train_batches=comp.steps_per_epoch, val_dataset=val_ds,
+                evaluate_fn=evaluate, log_fn=lambda m, step: tracker.log_metrics(m, step=step),
+                class_names=self.pool.class_names, input_size=size, init_from=init, seed=self.seed + 1 + k,
+                trainer_factory=factory, extra_config={"run_name": f"student_{k}", "ssl": "stac_student"})
+            metrics = {**result.final_metrics, "pseudo_images_readable": report.num_images}
+            return self.finish(ws, metrics, tracker)
+
+
+def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], selection, cli: list[str]):
+    """Round ``k``'s pseudo-labels (``pseudo_<k>/pseudo_labels.parquet``, reused when present) and their quality
+    against the hidden ground truth."""
+    from ..data.pipeline import input_config_from_dict
+    from ..evaluation.matching import gt_frame_from_manifest
+    from ..inference.predictor import Predictor
+    from ..io_utils import atomic_path, atomic_write_json
+    from ..ssl.pseudo_gt import pseudo_label_report
+    from ..ssl.pseudo_labels import select_pseudo_labels
+    from ..tables import write_detections
+    from .child_stages import calibrate_and_threshold
+
+    plain, ssl = parts.plain, parts.plain["ssl"]
+    folder = parts.stac_dir / f"pseudo_{k}"
+    path = folder / "pseudo_labels.parquet"
+    if path.exists():
+        pseudo = pd.read_parquet(path)
+    elif ssl.get("pseudo_source"):
+        pseudo = read_pseudo_source(str(ssl["pseudo_source"]))
+        pseudo = pseudo[pseudo["image_id"].isin(set(unlabeled))].reset_index(drop=True)
+    else:
+        inputs = input_config_from_dict(plain["input"])
+        kwargs = {} if ssl.get("mc_samples") is None else {"mc_samples": int(ssl["mc_samples"])}
+        predictor = Predictor.from_train_dir(teacher_ws.train, parts.post, **kwargs)
+        frame = predictor.predict_manifest(parts.pool.subset(unlabeled), inputs, progress=True)
+        frame, model = calibrate_and_threshold(
+            frame, plain, teacher_ws, str(ssl["eval_split"]), selection.calibrated, selection.strategy == "combo",
+            cli, plain["uncertainty"]["name"], getattr(parts.tracker, "run_id", None),
+            "re-run the same udet-stac command to resume")
+        write_detections(frame, folder / "teacher_predictions.parquet",
+                         metadata={"run_name": teacher_ws.run_name, "round": k})
+        pseudo = select_pseudo_labels(frame, selection, threshold_model=model)
+    if pseudo.empty:
+        raise UserError(f"round {k}: no pseudo-label survives the selection ({selection.strategy}, tau "
+                        f"{selection.tau}); lower selection.tau or check the teacher ({teacher_ws.root})")
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            pseudo.to_parquet(tmp, index=False)
+    gt = gt_frame_from_manifest(parts.pool.subset(unlabeled))
+    quality = {"pseudo_boxes": int(len(pseudo)), "pseudo_images": int(pseudo["image_id"].nunique()),
+               "unlabeled_images": len(unlabeled), "mean_weight": float(pseudo["weight"].mean())}
+    if len(gt):
+        report = pseudo_label_report(pseudo, gt[gt["image_id"].isin(set(unlabeled))])
+        quality.update({k2: v for k2, v in report.items() if isinstance(v, (int, float))})
+    atomic_write_json(folder / "quality.json", quality)
+    return pseudo, quality
+
+
+def run(plain: dict, tracker, cli: list[str]) -> dict:
+    """STAC on a resolved config; returns the summary (teacher and student mAP per round, pseudo stats)."""
+    from ..data.catalog import dataset_spec_from_config, load_split
+    from ..io_utils import atomic_write_json
+    from ..ssl.pseudo_labels import PseudoLabelSelection
+    from ..workspace import run_workspace
+
+    ssl = plain["ssl"]
+    if ssl["split"] not in SPLIT_METHODS:
+        raise UserError(f"ssl.split={ssl['split']!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    if ssl["student_init"] not in STUDENT_INITS:
+        raise UserError(f"ssl.student_init={ssl['student_init']!r}: choose one of {', '.join(STUDENT_INITS)}")
+    if int(ssl["selftrain_rounds"]) < 0:
+        raise UserError(f"ssl.selftrain_rounds={ssl['selftrain_rounds']!r} must be >= 0")
+    try:
+        selection = PseudoLabelSelection(**plain["selection"])
+    except TypeError as exc:
+        raise UserError(f"invalid selection config: {exc}") from exc
+    spec = dataset_spec_from_config(plain["dataset"])
+    pool = load_split(spec, str(ssl["pool_split"]))
+    eval_manifest = load_split(spec, str(ssl["eval_split"]))
+    ws = run_workspace(plain["paths"]["runs_dir"], plain["run_name"])
+    stac_dir = ws.root / "stac"
+    labeled, unlabeled = load_split_ids(stac_dir / "split.json", [int(i) for i in pool.image_ids],
+                                        float(ssl["labeled_percent"]), int(plain["seed"]), str(ssl["split"]))
+    tracker.log_params({"ssl/labeled_images": len(labeled), "ssl/unlabeled_images": len(unlabeled),
+                        "ssl/selection": json.dumps(plain["selection"], sort_keys=True)[:500]})
+    parts = _Parts(plain, tracker, stac_dir, pool, eval_manifest)
+    teacher_ws = run_workspace(stac_dir, "teacher")
+    teacher = parts.train_teacher(teacher_ws, labeled)
+    summary = {"labeled_images": len(labeled), "unlabeled_images": len(unlabeled), "teacher": teacher, "rounds": []}
+    log.info("teacher: mAP@0.5 %.4f on %s", teacher.get("map/AP50", float("nan")), ssl["eval_split"])
+    current = teacher_ws
+    for k in range(int(ssl["selftrain_rounds"]) + 1):
+        pseudo, quality = pseudo_round(k, parts, current, unlabeled, selection, cli)
+        tracker.log_metrics({f"pseudo/{key}": float(v) for key, v in quality.items()
+                             if isinstance(v, (int, float)) and math.isfinite(v)}, step=k)
+        student_ws = run_workspace(stac_dir, f"student_{k}")
+        student = parts.train_student(student_ws, k, labeled, pseudo, current)
+        summary["rounds"].append({"round": k, "teacher": current.run_name, "pseudo": quality, "student": student})
+        tracker.log_metrics({f"student/{key}": v for key, v in student.items() if key.startswith("map/")
+                             and math.isfinite(v)}, step=k)
+        log.info("student %d: mAP@0.5 %.4f (teacher %.4f), %d pseudo boxes on %d images", k,
+                 student.get("map/AP50", float("nan")), teacher.get("map/AP50", float("nan")),
+                 quality["pseudo_boxes"], quality["pseudo_images"])
+        current = student_ws
+    final = summary["rounds"][-1]["student"]
+    summary["gain/AP50"] = final.get("map/AP50", float("nan")) - teacher.get("map/AP50", float("nan"))
+    ends = {"teacher/AP50": teacher.get("map/AP50", float("nan")), "student/AP50": final.get("map/AP50", float("nan")),
+            "gain/AP50": summary["gain/AP50"]}
+    tracker.log_metrics({key: v for key, v in ends.items() if math.isfinite(v)})
+    atomic_write_json(stac_dir / "summary.json", summary)
+    tracker.log_artifact(stac_dir / "summary.json", "stac")
+    log.info("STAC: teacher mAP@0.5 %.4f -> student %.4f (%+.4f) -> %s", teacher.get("map/AP50", float("nan")),
+             final.get("map/AP50", float("nan")), summary["gain/AP50"], stac_dir)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="stac")
+def main(cfg: DictConfig) -> None:
+    from .pipeline import cli_overrides
+
+    with stage_run(cfg, "stac") as tracker:
+        run(plain_config(cfg), tracker, cli_overrides())
+
+
+if __name__ == "__main__":
+    main()
