@@ -89,22 +89,64 @@ def test_rerun_skips_finished_parts_and_refuses_another_split(stac, tmp_path):
     assert proc.returncode == 2 and "split.json was made with" in proc.stderr
 
 
-def test_pseudo_label_source_file(stac, tmp_path):
-    """A pseudo-label table from elsewhere (e.g. a noise-study variant) replaces the teacher's selection."""
+def test_pls_scores_subsets_and_roc(stac):
+    from uncertainty_det.ssl.pls import pls_scores
+    from uncertainty_det.tables import read_detections
+
+    root, _ = stac
+    run_app("pls", *DATA, "pls.tau=0.05", "pls.top_fraction=0.5", cwd=root)
+    folder, out = root / STAC_DIR / "pseudo_0", root / STAC_DIR / "pls" / "round_0"
+    raw, _ = read_detections(folder / "teacher_predictions.parquet")
+    pseudo = pd.read_parquet(folder / "pseudo_labels.parquet")
+    scores = pd.read_csv(out / "scores.csv", index_col="image_id")
+    expected = pls_scores(raw, pseudo, 0.05, 0.1)
+    pd.testing.assert_frame_equal(scores[expected.columns], expected, check_dtype=False, check_names=False)
+    assert scores["missed_rate"].between(0, 1).all()
+    parts = {name: pd.read_parquet(out / f"pseudo_{name}.parquet") for name in ("top", "bottom", "random")}
+    top, bottom = set(parts["top"]["image_id"]), set(parts["bottom"]["image_id"])
+    assert not top & bottom and top | bottom == set(pseudo["image_id"])
+    assert len(parts["top"]) + len(parts["bottom"]) == len(pseudo)
+    summary = json.loads((out / "subsets.json").read_text())
+    assert summary["subsets"]["random"]["images"] == summary["subsets"]["top"]["images"] == len(top)
+    assert (out / "pls.png").is_file() and len(pd.read_csv(out / "roc.csv")) == 4
+    (run,) = [r for r in all_runs(mlflow_client(root), "pls")]
+    assert "top/images" in run.data.metrics
+
+
+def test_noise_study_variants_and_a_student_on_one(stac, tmp_path):
+    """udet-noise-study writes the variants; udet-stac trains a student on one with the run's teacher."""
+    from uncertainty_det.ssl.noise_study import pseudo_label_variant
+    from uncertainty_det.ssl.pseudo_gt import pseudo_label_report
+
     root, _ = stac
     shutil.copytree(root / "outputs", tmp_path / "outputs")
-    shutil.rmtree(tmp_path / STAC_DIR / "pseudo_0")
-    shutil.rmtree(tmp_path / STAC_DIR / "student_0")
-    unlabeled = json.loads((tmp_path / STAC_DIR / "split.json").read_text())["unlabeled"]
-    source = pd.DataFrame({"image_id": [unlabeled[0], unlabeled[0], unlabeled[1], 10**6],
-                           "class_id": [1, 2, 3, 1], "ymin": [2.0, 10, 5, 1], "xmin": [3.0, 20, 5, 1],
-                           "ymax": [20.0, 30, 40, 9], "xmax": [25.0, 50, 30, 9]})
+    proc = run_app("noise_study", *DATA, "noise.variants=[nofd,fixmd]", "tracking=none", cwd=tmp_path)
+    out = tmp_path / STAC_DIR / "noise" / "round_0"
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["variants"]) == {"original", "nofd", "fixmd"}
+    pseudo = pd.read_parquet(tmp_path / STAC_DIR / "pseudo_0" / "pseudo_labels.parquet")
+    split = json.loads((tmp_path / STAC_DIR / "split.json").read_text())
+    from uncertainty_det.evaluation.matching import gt_frame_from_manifest
+    from uncertainty_det.data.manifest import Manifest
+
+    pool = Manifest.read(tmp_path / "outputs/data/synthetic/annotations/train.json")
+    gt = gt_frame_from_manifest(pool.subset(split["unlabeled"]))
+    fixmd = pd.read_parquet(out / "fixmd.parquet")
+    pd.testing.assert_frame_equal(fixmd, pseudo_label_variant(pseudo, gt, "fixmd"), check_dtype=False)
+    assert report["variants"]["fixmd"]["recall"] == pytest.approx(pseudo_label_report(fixmd, gt)["recall"]) == 1.0
+    assert "ssl.reuse_teacher_of=synthetic-tiny-stac" in proc.stdout
+    # a student on the variant (plus a row of an image outside the pool, which is dropped) in a new run
+    source = pd.concat([fixmd, fixmd.iloc[:1].assign(image_id=10**6)], ignore_index=True)
     source.to_csv(tmp_path / "variant.csv", index=False)
-    run_app("stac", *STAC, "ssl.selftrain_rounds=0", f"ssl.pseudo_source={tmp_path / 'variant.csv'}",
-            "trainer.steps_per_epoch=2", "tracking=none", cwd=tmp_path)
-    quality = json.loads((tmp_path / STAC_DIR / "pseudo_0" / "quality.json").read_text())
-    assert quality["pseudo_boxes"] == 3 and quality["pseudo_images"] == 2          # the image outside the pool dropped
-    assert (tmp_path / STAC_DIR / "student_0" / "train" / "final.weights.h5").is_file()
+    proc = run_app("stac", *STAC, "run_name=variant", "ssl.reuse_teacher_of=synthetic-tiny-stac",
+                   "ssl.selftrain_rounds=0", f"ssl.pseudo_source={tmp_path / 'variant.csv'}",
+                   "trainer.steps_per_epoch=2", "tracking=none", cwd=tmp_path)
+    assert "teacher: done" in proc.stdout + proc.stderr
+    variant = tmp_path / "outputs/runs/variant/stac"
+    assert (variant / "split.json").read_text() == (tmp_path / STAC_DIR / "split.json").read_text()
+    quality = json.loads((variant / "pseudo_0" / "quality.json").read_text())
+    assert quality["pseudo_boxes"] == len(fixmd) and quality["recall"] == 1.0
+    assert (variant / "student_0" / "train" / "final.weights.h5").is_file()
 
 
 @pytest.mark.parametrize("override, message", [

@@ -58,6 +58,30 @@ def load_split_ids(path: Path, pool_ids: list[int], percent: float, seed: int, m
     return labeled.tolist(), unlabeled.tolist()
 
 
+def copy_teacher(source: Path, stac_dir: Path) -> None:
+    """Copy another STAC run's ``split.json`` and trained ``teacher/`` into ``stac_dir`` (once), so a student
+    can be trained on other pseudo-labels (``ssl.pseudo_source``) without training the same teacher again."""
+    import shutil
+
+    from ..workspace import require_upstream
+
+    if (stac_dir / "teacher" / "metrics.json").exists():
+        return
+    require_upstream(source / "teacher" / "metrics.json", "stac", f"udet-stac run_name={source.parent.name}",
+                     "the trained STAC teacher")
+    stac_dir.mkdir(parents=True, exist_ok=True)
+    split = stac_dir / "split.json"
+    if split.exists() and split.read_text() != (source / "split.json").read_text():
+        raise UserError(f"{split} differs from {source / 'split.json'}; ssl.reuse_teacher_of needs the same split")
+    shutil.copy2(source / "split.json", split)
+    tmp = stac_dir / "teacher.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source / "teacher", tmp)
+    shutil.rmtree(stac_dir / "teacher", ignore_errors=True)
+    tmp.rename(stac_dir / "teacher")
+    log.info("teacher and split copied from %s", source)
+
+
 def pseudo_manifest(pool_manifest, pseudo: pd.DataFrame):
     """A manifest of the pool images that have pseudo-labels, one annotation per pseudo box with its weight
     as the annotation ``score`` (the input pipeline's per-box loss weight)."""
@@ -225,6 +249,9 @@ def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], select
     if not path.exists():
         with atomic_path(path) as tmp:
             pseudo.to_parquet(tmp, index=False)
+        source = {"pseudo_source": str(ssl["pseudo_source"])} if ssl.get("pseudo_source") else {}
+        atomic_write_json(folder / "selection.json", {**dataclasses.asdict(selection), **source,
+                                                      "teacher": teacher_ws.run_name})
     gt = gt_frame_from_manifest(parts.pool.subset(unlabeled))
     quality = {"pseudo_boxes": int(len(pseudo)), "pseudo_images": int(pseudo["image_id"].nunique()),
                "unlabeled_images": len(unlabeled), "mean_weight": float(pseudo["weight"].mean())}
@@ -258,6 +285,8 @@ def run(plain: dict, tracker, cli: list[str]) -> dict:
     eval_manifest = load_split(spec, str(ssl["eval_split"]))
     ws = run_workspace(plain["paths"]["runs_dir"], plain["run_name"])
     stac_dir = ws.root / "stac"
+    if ssl.get("reuse_teacher_of"):
+        copy_teacher(run_workspace(plain["paths"]["runs_dir"], str(ssl["reuse_teacher_of"])).root / "stac", stac_dir)
     labeled, unlabeled = load_split_ids(stac_dir / "split.json", [int(i) for i in pool.image_ids],
                                         float(ssl["labeled_percent"]), int(plain["seed"]), str(ssl["split"]))
     tracker.log_params({"ssl/labeled_images": len(labeled), "ssl/unlabeled_images": len(unlabeled),
