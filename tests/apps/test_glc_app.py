@@ -10,16 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.apps.test_train_app import SMALL_MODEL
+from tests.apps.stac_fixture import DATA, STAC_DIR
 from tests.helpers import all_runs, mlflow_client, run_app
 
-DATA = ["dataset.generator.image_size=[64,64]", "dataset.generator.num_images={train:40,val:6,test:2}",
-        "dataset.input_size=[64,64]"]
-# the STAC settings of test_stac_app, shortened: no self-training round, 2 steps per epoch
-STAC = [*DATA, *SMALL_MODEL, "trainer=fast", "trainer.epochs=1", "trainer.steps_per_epoch=2",
-        "trainer.warmup_epochs=0", "trainer.validation_loss=false", "input.batch_size=4", "ssl.labeled_percent=25",
-        "selection.tau=0.0", "selection.min_score=0.0", "selection.max_per_image=3", "ssl.selftrain_rounds=0"]
-STAC_DIR = "outputs/runs/synthetic-tiny-stac/stac"
 # The tiny teacher scores everything at ~0.01 (the focal-loss prior): thresholds of 0 let md add and noisy
 # correct boxes. The assertions recompute the result from the stored predictions rather than count.
 THRESHOLDS = {"md_iou_consistency": 0.0, "md_max_overlap": 0.0, "md_min_score": 0.0, "mistakes_min_score": 0.0,
@@ -30,10 +23,8 @@ DROP = [*DATA, "glc.batch_size=4", "glc.synthetic=drop", "glc.methods=[md,mistak
 
 
 @pytest.fixture(scope="module")
-def glc(tmp_path_factory):
-    root = tmp_path_factory.mktemp("glc")
-    run_app("data", *DATA, cwd=root)
-    run_app("stac", *STAC, cwd=root)
+def glc(tiny_stac):
+    root, _ = tiny_stac
     run_app("glc", *GLC, cwd=root)
     proc = run_app("glc", *DROP, cwd=root)
     return root, proc.stdout + proc.stderr

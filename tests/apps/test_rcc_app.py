@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.apps.test_stac_app import DATA
+from tests.apps.stac_fixture import DATA
 from tests.helpers import all_runs, mlflow_client, run_app
 
 STAC_DIR = "outputs/runs/synthetic-tiny-stac/stac"

@@ -10,25 +10,14 @@ import shutil
 import pandas as pd
 import pytest
 
-from tests.apps.test_train_app import SMALL_MODEL
+from tests.apps.stac_fixture import DATA, STAC, STAC_DIR
 from tests.helpers import all_runs, mlflow_client, run_app
 
-DATA = ["dataset.generator.image_size=[64,64]", "dataset.generator.num_images={train:40,val:6,test:2}",
-        "dataset.input_size=[64,64]"]
-# trainer.steps_per_epoch=null: the teacher makes one pass (3 batches of 4 over 10 images), the student the
-# steps of the batch composition: 1 labeled + 3 pseudo per batch, ceil(max(40/4, 10/1, 30/3)) = 10
-STAC = [*DATA, *SMALL_MODEL, "trainer=fast", "trainer.epochs=1", "trainer.steps_per_epoch=null",
-        "trainer.warmup_epochs=0", "trainer.validation_loss=false", "input.batch_size=4", "ssl.labeled_percent=25",
-        "selection.tau=0.0", "selection.min_score=0.0", "selection.max_per_image=3", "ssl.selftrain_rounds=1"]
-STAC_DIR = "outputs/runs/synthetic-tiny-stac/stac"
 
 
 @pytest.fixture(scope="module")
-def stac(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stac")
-    run_app("data", *DATA, cwd=root)
-    proc = run_app("stac", *STAC, cwd=root)
-    return root, proc.stdout + proc.stderr
+def stac(tiny_stac):
+    return tiny_stac
 
 
 def test_split_teacher_pseudo_labels_and_students(stac):
@@ -147,6 +136,36 @@ def test_noise_study_variants_and_a_student_on_one(stac, tmp_path):
     quality = json.loads((variant / "pseudo_0" / "quality.json").read_text())
     assert quality["pseudo_boxes"] == len(fixmd) and quality["recall"] == 1.0
     assert (variant / "student_0" / "train" / "final.weights.h5").is_file()
+
+
+def test_refined_labeled_set_and_curriculum_teacher(stac, tmp_path):
+    """The teacher and the students' labeled stream train on cleaned labels (ssl.labeled_source, as udet-glc
+    writes them) plus udet-rcc's collages (ssl.extra_labeled), the teacher with the RCF curriculum."""
+    from uncertainty_det.data.manifest import Manifest
+
+    root, _ = stac
+    shutil.copytree(root / "outputs" / "data", tmp_path / "outputs" / "data")
+    (tmp_path / "outputs/runs/refined/stac").mkdir(parents=True)
+    shutil.copy2(root / STAC_DIR / "split.json", tmp_path / "outputs/runs/refined/stac/split.json")
+    labeled = json.loads((root / STAC_DIR / "split.json").read_text())["labeled"]
+    pool = Manifest.read(tmp_path / "outputs/data/synthetic/annotations/train.json")
+    cleaned = pool.subset(labeled)
+    dropped = cleaned.annotations.pop(0)                    # a "cleaning" that removed one box
+    cleaned.write(tmp_path / "labeled.json", image_root=pool.image_root)
+    run_app("rcc", *DATA, "run_name=refined", "tracking=none", cwd=tmp_path)
+    collages = Manifest.read(tmp_path / "outputs/runs/refined/stac/rcc/collages.json")
+    proc = run_app("stac", *STAC, "run_name=refined", "ssl.selftrain_rounds=0", "trainer.steps_per_epoch=2",
+                   f"ssl.labeled_source={tmp_path / 'labeled.json'}",
+                   f"ssl.extra_labeled={tmp_path / 'outputs/runs/refined/stac/rcc/collages.json'}",
+                   "ssl.curriculum.enabled=true", "ssl.curriculum.aug_rare=1", "tracking=none", cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    n = len(labeled) + len(collages.image_ids)
+    assert f"student 0: {n} labeled" in log and dropped["id"] not in {a["id"] for a in cleaned.annotations}
+    assert (tmp_path / "outputs/runs/refined/stac/student_0/train/final.weights.h5").is_file()
+    (tmp_path / "bad.json").write_text(json.dumps({**pool.subset(labeled[1:]).to_coco()}))
+    proc = run_app("stac", *STAC, "run_name=other", f"ssl.labeled_source={tmp_path / 'bad.json'}",
+                   "tracking=none", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "holds other images" in proc.stderr
 
 
 @pytest.mark.parametrize("override, message", [

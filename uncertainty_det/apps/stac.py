@@ -135,6 +135,25 @@ class _Parts:
         return start_stage_run({**self.plain, "run_name": f"{self.plain['run_name']}/stac/{name}"}, "stac",
                                parent_run_id=getattr(self.tracker, "run_id", None), run_name=f"stac:{name}")
 
+    def labeled_set(self, labeled: list[int]):
+        """The manifest the teacher (and the students' labeled stream) train on: the labeled pool images, their
+        annotations replaced by ``ssl.labeled_source`` (e.g. udet-glc's cleaned labels) and extended by
+        ``ssl.extra_labeled`` (e.g. udet-rcc's collages) when given."""
+        from ..data.manifest import Manifest
+        from ..ssl.labeled_sets import merge_manifests
+
+        ssl = self.plain["ssl"]
+        manifest = self.pool.subset(labeled)
+        if ssl.get("labeled_source"):
+            source = Manifest.read(str(ssl["labeled_source"]))
+            if sorted(source.image_ids) != sorted(labeled):
+                raise UserError(f"ssl.labeled_source={ssl['labeled_source']} holds other images than this run's "
+                                f"{len(labeled)} labeled ones; make it from the same STAC run (udet-glc)")
+            manifest = source
+        if ssl.get("extra_labeled"):
+            manifest = merge_manifests(manifest, Manifest.read(str(ssl["extra_labeled"])))
+        return manifest
+
     def epochs(self, key: str):
         value = self.plain["ssl"].get(key)
         return self.trainer if value is None else dataclasses.replace(self.trainer, epochs=int(value))
@@ -160,10 +179,33 @@ class _Parts:
         with self.nested("teacher") as tracker:
             tracker.log_params({"ssl/part": "teacher", "ssl/labeled_images": len(labeled)})
             cfg = dataclasses.replace(self.epochs("teacher_epochs"), resume=True)
-            result = train_from_manifests(self.detector, cfg, self.inputs, self.pool, ws.train, val_manifest=self.eval,
-                                          postprocess_cfg=self.post, train_ids=labeled, seed=self.seed,
-                                          log_fn=lambda m, step: tracker.log_metrics(m, step=step),
-                                          extra_config={"run_name": "teacher", "ssl": "stac_teacher"})
+            manifest = self.labeled_set(labeled)
+            log_fn = lambda m, step: tracker.log_metrics(m, step=step)  # noqa: E731
+            extra = {"run_name": "teacher", "ssl": "stac_teacher"}
+            curriculum = self.plain["ssl"].get("curriculum") or {}
+            if not curriculum.get("enabled", False):
+                result = train_from_manifests(self.detector, cfg, self.inputs, manifest, ws.train,
+                                              val_manifest=self.eval, postprocess_cfg=self.post, seed=self.seed,
+                                              log_fn=log_fn, extra_config=extra)
+                return self.finish(ws, result.final_metrics, tracker)
+            from ..data.pipeline import build_manifest_dataset
+            from ..model.training import make_map_evaluator, train_detector
+            from ..ssl.curriculum import curriculum_dataset
+
+            size = tuple(self.detector.image_size)
+            inputs = dataclasses.replace(self.inputs, image_size=size)
+            data, info = curriculum_dataset(
+                manifest, manifest.image_ids, inputs, int(inputs.batch_size), self.seed,
+                highest_weight=float(curriculum["highest_weight"]), aug_rare=int(curriculum["aug_rare"]),
+                image_score_weights=bool(curriculum["image_score_weights"]))
+            tracker.log_params({"ssl/curriculum_rare_images": len(info["rare_ids"]),
+                                "ssl/curriculum_steps_per_epoch": info["steps_per_epoch"]})
+            eval_cfg = dataclasses.replace(inputs, repeat=False)
+            val_ds, _ = build_manifest_dataset(self.eval, eval_cfg, training=False)
+            result = train_detector(
+                self.detector, cfg, data, ws.train, num_train_batches=info["steps_per_epoch"], val_dataset=val_ds,
+                evaluate_fn=make_map_evaluator(self.eval, eval_cfg, self.detector, self.post, self.pool.class_names),
+                log_fn=log_fn, class_names=self.pool.class_names, input_size=size, seed=self.seed, extra_config=extra)
             return self.finish(ws, result.final_metrics, tracker)
 
     def train_student(self, ws, k: int, labeled: list[int], pseudo: pd.DataFrame, teacher_ws) -> dict:
@@ -178,13 +220,14 @@ class _Parts:
         ssl = self.plain["ssl"]
         size = tuple(self.detector.image_size)
         manifest = pseudo_manifest(self.pool, pseudo)
-        n_pseudo = len(manifest.image_ids)
-        comp = stac_batch_composition(len(labeled), n_pseudo, int(self.inputs.batch_size))
+        labeled_manifest = self.labeled_set(labeled)
+        n_labeled, n_pseudo = len(labeled_manifest.image_ids), len(manifest.image_ids)
+        comp = stac_batch_composition(n_labeled, n_pseudo, int(self.inputs.batch_size))
         base = dataclasses.replace(self.inputs, image_size=size, repeat=True)
         labeled_cfg = dataclasses.replace(base, batch_size=comp.labeled_per_batch)
         pseudo_cfg = dataclasses.replace(base, batch_size=comp.pseudo_per_batch, augment=str(ssl["pseudo_augment"]),
                                          seed=int(base.seed) + 1)
-        labeled_ds, _ = build_manifest_dataset(self.pool, labeled_cfg, image_ids=labeled, training=True)
+        labeled_ds, _ = build_manifest_dataset(labeled_manifest, labeled_cfg, training=True)
         pseudo_ds, report = build_manifest_dataset(manifest, pseudo_cfg, training=True)
         data = zip_streams(labeled_ds, pseudo_ds)
         eval_cfg = dataclasses.replace(self.inputs, image_size=size, repeat=False)
@@ -195,10 +238,10 @@ class _Parts:
         factory = functools.partial(MixedBatchTrainer, unsup_weight=float(ssl["unsup_weight"]),
                                     weighting=str(ssl["weighting"]))
         log.info("student %d: %d labeled + %d pseudo-labelled images, batches of %d + %d, %d steps per epoch", k,
-                 len(labeled), n_pseudo, comp.labeled_per_batch, comp.pseudo_per_batch,
+                 n_labeled, n_pseudo, comp.labeled_per_batch, comp.pseudo_per_batch,
                  cfg.steps_per_epoch or comp.steps_per_epoch)
         with self.nested(f"student_{k}") as tracker:
-            tracker.log_params({"ssl/part": f"student_{k}", "ssl/labeled_images": len(labeled),
+            tracker.log_params({"ssl/part": f"student_{k}", "ssl/labeled_images": n_labeled,
                                 "ssl/pseudo_images": n_pseudo, "ssl/labeled_per_batch": comp.labeled_per_batch,
                                 "ssl/pseudo_per_batch": comp.pseudo_per_batch,
                                 "ssl/steps_per_epoch": cfg.steps_per_epoch or comp.steps_per_epoch})
