@@ -102,8 +102,8 @@ def test_pls_scores_subsets_and_roc(stac):
     assert "top/images" in run.data.metrics
 
 
-def test_noise_study_variants_and_a_student_on_one(stac, tmp_path):
-    """udet-noise-study writes the variants; udet-stac trains a student on one with the run's teacher."""
+def test_noise_study_variants_and_the_teacher_reuse(stac, tmp_path):
+    """udet-noise-study writes the variants and the udet-stac commands that train on them with the run's teacher."""
     from uncertainty_det.ssl.noise_study import pseudo_label_variant
     from uncertainty_det.ssl.pseudo_gt import pseudo_label_report
 
@@ -124,23 +124,33 @@ def test_noise_study_variants_and_a_student_on_one(stac, tmp_path):
     pd.testing.assert_frame_equal(fixmd, pseudo_label_variant(pseudo, gt, "fixmd"), check_dtype=False)
     assert report["variants"]["fixmd"]["recall"] == pytest.approx(pseudo_label_report(fixmd, gt)["recall"]) == 1.0
     assert "ssl.reuse_teacher_of=synthetic-tiny-stac" in proc.stdout
-    # a student on the variant (plus a row of an image outside the pool, which is dropped) in a new run
+    # udet-stac ssl.reuse_teacher_of copies the split and the trained teacher (once; another split is refused)
+    from uncertainty_det.apps.stac import copy_teacher
+    from uncertainty_det.errors import UserError
+
+    target = tmp_path / "outputs/runs/variant/stac"
+    copy_teacher(tmp_path / STAC_DIR, target)
+    assert (target / "split.json").read_text() == (tmp_path / STAC_DIR / "split.json").read_text()
+    assert (target / "teacher/metrics.json").read_text() == (tmp_path / STAC_DIR / "teacher/metrics.json").read_text()
+    assert (target / "teacher/train/final.weights.h5").is_file() and not (target / "teacher.tmp").exists()
+    other = tmp_path / "outputs/runs/other/stac"
+    other.mkdir(parents=True)
+    (other / "split.json").write_text(json.dumps({"settings": {}, "labeled": [], "unlabeled": []}))
+    with pytest.raises(UserError, match="needs the same split"):
+        copy_teacher(tmp_path / STAC_DIR, other)
+    # the variant (plus a row of an image outside the pool) as a pseudo-label source: test_refined_... trains on it
     source = pd.concat([fixmd, fixmd.iloc[:1].assign(image_id=10**6)], ignore_index=True)
     source.to_csv(tmp_path / "variant.csv", index=False)
-    proc = run_app("stac", *STAC, "run_name=variant", "ssl.reuse_teacher_of=synthetic-tiny-stac",
-                   "ssl.selftrain_rounds=0", f"ssl.pseudo_source={tmp_path / 'variant.csv'}",
-                   "trainer.steps_per_epoch=2", "tracking=none", cwd=tmp_path)
-    assert "teacher: done" in proc.stdout + proc.stderr
-    variant = tmp_path / "outputs/runs/variant/stac"
-    assert (variant / "split.json").read_text() == (tmp_path / STAC_DIR / "split.json").read_text()
-    quality = json.loads((variant / "pseudo_0" / "quality.json").read_text())
-    assert quality["pseudo_boxes"] == len(fixmd) and quality["recall"] == 1.0
-    assert (variant / "student_0" / "train" / "final.weights.h5").is_file()
+    from uncertainty_det.apps.stac import read_pseudo_source
+
+    back = read_pseudo_source(str(tmp_path / "variant.csv"))
+    assert len(back) == len(fixmd) + 1 and (back["weight"] == 1.0).all()
 
 
 def test_refined_labeled_set_and_curriculum_teacher(stac, tmp_path):
     """The teacher and the students' labeled stream train on cleaned labels (ssl.labeled_source, as udet-glc
-    writes them) plus udet-rcc's collages (ssl.extra_labeled), the teacher with the RCF curriculum."""
+    writes them) plus udet-rcc's collages (ssl.extra_labeled), the teacher with the RCF curriculum; the student's
+    pseudo-labels come from a file (ssl.pseudo_source: a noise-study variant)."""
     from uncertainty_det.data.manifest import Manifest
 
     root, _ = stac
@@ -153,15 +163,25 @@ def test_refined_labeled_set_and_curriculum_teacher(stac, tmp_path):
     dropped = cleaned.annotations.pop(0)                    # a "cleaning" that removed one box
     cleaned.write(tmp_path / "labeled.json", image_root=pool.image_root)
     run_app("rcc", *DATA, "run_name=refined", "tracking=none", cwd=tmp_path)
+    from uncertainty_det.evaluation.matching import gt_frame_from_manifest
+    from uncertainty_det.ssl.noise_study import pseudo_label_variant
+
+    unlabeled = json.loads((root / STAC_DIR / "split.json").read_text())["unlabeled"]
+    pseudo = pd.read_parquet(root / STAC_DIR / "pseudo_0" / "pseudo_labels.parquet")
+    fixmd = pseudo_label_variant(pseudo, gt_frame_from_manifest(pool.subset(unlabeled)), "fixmd")
+    pd.concat([fixmd, fixmd.iloc[:1].assign(image_id=10**6)]).to_parquet(tmp_path / "variant.parquet")
     collages = Manifest.read(tmp_path / "outputs/runs/refined/stac/rcc/collages.json")
     proc = run_app("stac", *STAC, "run_name=refined", "ssl.selftrain_rounds=0", "trainer.steps_per_epoch=2",
                    f"ssl.labeled_source={tmp_path / 'labeled.json'}",
                    f"ssl.extra_labeled={tmp_path / 'outputs/runs/refined/stac/rcc/collages.json'}",
-                   "ssl.curriculum.enabled=true", "ssl.curriculum.aug_rare=1", "tracking=none", cwd=tmp_path)
+                   "ssl.curriculum.enabled=true", "ssl.curriculum.aug_rare=1",
+                   f"ssl.pseudo_source={tmp_path / 'variant.parquet'}", "tracking=none", cwd=tmp_path)
     log = proc.stdout + proc.stderr
     n = len(labeled) + len(collages.image_ids)
     assert f"student 0: {n} labeled" in log and dropped["id"] not in {a["id"] for a in cleaned.annotations}
     assert (tmp_path / "outputs/runs/refined/stac/student_0/train/final.weights.h5").is_file()
+    quality = json.loads((tmp_path / "outputs/runs/refined/stac/pseudo_0/quality.json").read_text())
+    assert quality["pseudo_boxes"] == len(fixmd) and quality["recall"] == 1.0    # the outside row dropped
     (tmp_path / "bad.json").write_text(json.dumps({**pool.subset(labeled[1:]).to_coco()}))
     proc = run_app("stac", *STAC, "run_name=other", f"ssl.labeled_source={tmp_path / 'bad.json'}",
                    "tracking=none", cwd=tmp_path, check=False)

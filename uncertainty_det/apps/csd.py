@@ -33,6 +33,19 @@ def without_annotations(manifest, image_ids):
                     info=sub.info)
 
 
+def check_csd_options(csd: dict) -> None:
+    """The ``csd`` settings, checked before any data or TensorFlow work (one-line errors)."""
+    if csd["divergence"] not in ("jsd", "kl"):
+        raise UserError(f"csd.divergence={csd['divergence']!r}: choose jsd (symmetric) or kl (the reference)")
+    if csd["background_scope"] not in ("image", "batch"):
+        raise UserError(f"csd.background_scope={csd['background_scope']!r}: choose image or batch "
+                        f"(the background scope of the elimination bar)")
+    if not 0.0 <= float(csd["background_threshold"]) <= 1.0:
+        raise UserError(f"csd.background_threshold={csd['background_threshold']!r} must be in [0, 1]")
+    if isinstance(csd["ratio"], bool) or not isinstance(csd["ratio"], int) or csd["ratio"] < 1:
+        raise UserError(f"csd.ratio={csd['ratio']!r} must be an integer >= 1 (unlabeled images per labeled one)")
+
+
 def run(plain: dict, tracker) -> dict:
     """CSD training on a resolved config; returns the summary (final mAP, batch composition)."""
     from ..data.catalog import dataset_spec_from_config, load_split
@@ -48,6 +61,7 @@ def run(plain: dict, tracker) -> dict:
     ssl, csd = plain["ssl"], plain["csd"]
     if ssl["split"] not in SPLIT_METHODS:
         raise UserError(f"ssl.split={ssl['split']!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    check_csd_options(csd)
     spec = dataset_spec_from_config(plain["dataset"])
     pool = load_split(spec, str(ssl["pool_split"]))
     eval_manifest = load_split(spec, str(ssl["eval_split"]))
