@@ -34,14 +34,10 @@ def without_annotations(manifest, image_ids):
 
 
 def check_csd_options(csd: dict) -> None:
-    """The ``csd`` settings, checked before any data or TensorFlow work (one-line errors)."""
-    if csd["divergence"] not in ("jsd", "kl"):
-        raise UserError(f"csd.divergence={csd['divergence']!r}: choose jsd (symmetric) or kl (the reference)")
-    if csd["background_scope"] not in ("image", "batch"):
-        raise UserError(f"csd.background_scope={csd['background_scope']!r}: choose image or batch "
-                        f"(the background scope of the elimination bar)")
-    if not 0.0 <= float(csd["background_threshold"]) <= 1.0:
-        raise UserError(f"csd.background_threshold={csd['background_threshold']!r} must be in [0, 1]")
+    """The ``csd`` settings, checked before any data is loaded (one-line errors)."""
+    from ..ssl.csd import check_csd_options as check_loss_options
+
+    check_loss_options(str(csd["divergence"]), csd["background_threshold"], str(csd["background_scope"]))
     if isinstance(csd["ratio"], bool) or not isinstance(csd["ratio"], int) or csd["ratio"] < 1:
         raise UserError(f"csd.ratio={csd['ratio']!r} must be an integer >= 1 (unlabeled images per labeled one)")
 

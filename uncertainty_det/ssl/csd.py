@@ -76,6 +76,24 @@ def _as_level_list(maps, name: str) -> list:
     return out
 
 
+def check_csd_options(divergence: str = "jsd", background_threshold: float = 0.4,
+                      background_scope: str = "image") -> float:
+    """Validate the CSD loss settings (one message naming the setting and its choices); returns the threshold
+    as a float. Called by the loss, the trainer and ``udet-csd`` before any data is loaded."""
+    if divergence not in _DIVERGENCES:
+        raise CSDConfigError(f"divergence must be one of {_DIVERGENCES} (jsd: symmetric, kl: the reference), "
+                             f"got {divergence!r}")
+    if background_scope not in _SCOPES:
+        raise CSDConfigError(f"background scope must be one of {_SCOPES}, got {background_scope!r}")
+    try:
+        threshold = float(background_threshold)
+    except (TypeError, ValueError):
+        raise CSDConfigError(f"background threshold must be a number in [0, 1], got {background_threshold!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise CSDConfigError(f"background threshold must be in [0, 1] (0.4 in the reference), got {background_threshold!r}")
+    return threshold
+
+
 def _check_channels(maps: list, allowed: tuple[int, ...], name: str, what: str) -> None:
     for i, m in enumerate(maps):
         c = m.shape[-1]
@@ -249,10 +267,7 @@ def csd_consistency_loss(
     """
     num_anchors = _positive_int(num_anchors, "num_anchors")
     num_classes = _positive_int(num_classes, "num_classes")
-    if divergence not in _DIVERGENCES:
-        raise CSDConfigError(f"divergence must be one of {_DIVERGENCES}, got {divergence!r}")
-    if background_scope not in _SCOPES:
-        raise CSDConfigError(f"background_scope must be one of {_SCOPES}, got {background_scope!r}")
+    check_csd_options(divergence, 0.0, background_scope)
     co = _as_level_list(cls_orig, "cls_orig")
     cf = _as_level_list(cls_flip, "cls_flip")
     bo = _as_level_list(box_orig, "box_orig")

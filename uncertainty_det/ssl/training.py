@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ..errors import UserError
 from ..model.training import DetectorTrainer
-from .csd import csd_consistency_loss, csd_ramp_weight
+from .csd import check_csd_options, csd_consistency_loss, csd_ramp_weight
 
 __all__ = ["PSEUDO_WEIGHTINGS", "CSDTrainer", "MixedBatchTrainer", "image_mean_weights", "split_levels",
            "zip_streams"]
@@ -151,12 +151,7 @@ class CSDTrainer(_SupervisedValidation):
         self.total_steps = int(total_steps or 0)
         self.ramp = bool(ramp)
         self.consistency_weight = _check_weight("consistency_weight", consistency_weight)
-        if divergence not in ("jsd", "kl"):
-            raise SSLConfigError(f"CSD divergence {divergence!r} is not one of jsd (symmetric), kl (the reference)")
-        if background_scope not in ("image", "batch"):
-            raise SSLConfigError(f"CSD background scope {background_scope!r} is not one of image, batch")
-        if not 0.0 <= float(background_threshold) <= 1.0:
-            raise SSLConfigError(f"CSD background threshold {background_threshold!r} must be in [0, 1] (0.4: reference)")
+        check_csd_options(divergence, background_threshold, background_scope)
         self.csd_options = dict(divergence=divergence, background_elimination=bool(background_elimination),
                                 background_threshold=float(background_threshold), background_scope=background_scope)
         cfg = self.detector_config
