@@ -5,6 +5,7 @@ and one-line errors."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -174,11 +175,14 @@ def test_refined_labeled_set_and_curriculum_teacher(stac, tmp_path):
     proc = run_app("stac", *STAC, "run_name=refined", "ssl.selftrain_rounds=0", "trainer.steps_per_epoch=2",
                    f"ssl.labeled_source={tmp_path / 'labeled.json'}",
                    f"ssl.extra_labeled={tmp_path / 'outputs/runs/refined/stac/rcc/collages.json'}",
-                   "ssl.curriculum.enabled=true", "ssl.curriculum.aug_rare=1",
+                   "ssl.curriculum.enabled=true", "ssl.curriculum.aug_rare=1", "ssl.student_init=teacher",
                    f"ssl.pseudo_source={tmp_path / 'variant.parquet'}", "tracking=none", cwd=tmp_path)
     log = proc.stdout + proc.stderr
     n = len(labeled) + len(collages.image_ids)
     assert f"student 0: {n} labeled" in log and dropped["id"] not in {a["id"] for a in cleaned.annotations}
+    # ssl.student_init=teacher: the student starts from every weight of the teacher
+    teacher_dir = tmp_path / "outputs/runs/refined/stac/teacher/train"
+    assert re.search(rf"init_from {re.escape(str(teacher_dir))}: loaded all \d+ variables", log), log[-3000:]
     assert (tmp_path / "outputs/runs/refined/stac/student_0/train/final.weights.h5").is_file()
     quality = json.loads((tmp_path / "outputs/runs/refined/stac/pseudo_0/quality.json").read_text())
     assert quality["pseudo_boxes"] == len(fixmd) and quality["recall"] == 1.0    # the outside row dropped

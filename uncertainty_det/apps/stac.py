@@ -279,8 +279,10 @@ def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], select
         kwargs = {} if ssl.get("mc_samples") is None else {"mc_samples": int(ssl["mc_samples"])}
         predictor = Predictor.from_train_dir(teacher_ws.train, parts.post, **kwargs)
         frame = predictor.predict_manifest(parts.pool.subset(unlabeled), inputs, progress=True)
+        # fitted on the calibration split, never on the split that scores teacher and student
+        calib_split = str(ssl.get("calib_split") or ssl["eval_split"])
         frame, model = calibrate_and_threshold(
-            frame, plain, teacher_ws, str(ssl["eval_split"]), selection.calibrated, selection.strategy == "combo",
+            frame, plain, teacher_ws, calib_split, selection.calibrated, selection.strategy == "combo",
             cli, plain["uncertainty"]["name"], getattr(parts.tracker, "run_id", None),
             "re-run the same udet-stac command to resume")
         write_detections(frame, folder / "teacher_predictions.parquet",
