@@ -259,3 +259,40 @@ def test_time_decoding_reports_milliseconds_for_every_method():
         options = {"samples": 8} if method == "sample" else None
         ms = time_decoding(method, num_anchors=64, mc_samples=2, options=options, repeats=2)
         assert 0.0 < ms < 10_000.0, method
+
+
+@pytest.mark.parametrize("method", ["lognormal", "nflow", "sample", "falsedec", "lognormal_full"])
+def test_degenerate_codes_saturate_to_finite_float32(method):
+    """A degenerate anchor (huge size code, huge or negative σ) decodes to finite boxes and stds in float32,
+    equal to the decoding at the bounds; ordinary codes are untouched (the reference vector is exact)."""
+    anchor = np.array([[0.0, 0.0, 1024.0, 1024.0]])
+    codes = np.array([[0.2, -0.1, 60.0, 25.0]], np.float32)
+    sigma = np.array([[-40.0, 900.0, 1e6, 7.0]], np.float32)
+    out = dec.decode(method, codes, sigma, anchor)
+    for key in ("boxes", "std", "cov"):
+        if out.get(key) is not None:
+            assert out[key].dtype == tf.float32 and np.all(np.isfinite(out[key].numpy())), key
+            if key != "cov":                                            # cov is px^2 already
+                assert np.all(np.isfinite(np.square(out[key].numpy()))), key    # MC variances stay finite too
+    at_bounds = dec.decode(method, np.array([[0.2, -0.1, dec.SIZE_CODE_CLIP, dec.SIZE_CODE_CLIP]]),
+                           np.full((1, 4), dec.SIGMA_CLIP), anchor)
+    np.testing.assert_allclose(out["boxes"].numpy(), at_bounds["boxes"].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["std"].numpy(), at_bounds["std"].numpy(), rtol=1e-5)
+    plain = dec.decode_plain(codes, anchor).numpy()
+    assert np.all(np.isfinite(plain)) and plain[0, 3] - plain[0, 1] == pytest.approx(1024 * np.exp(10.0), rel=1e-5)
+
+
+def test_saturation_bounds_leave_ordinary_codes_exact():
+    """Inside the bounds the clamp is the identity: σ up to SIGMA_CLIP and size codes up to SIZE_CODE_CLIP decode
+    by the closed form (hand-computed log-normal moments)."""
+    anchor = np.array([[0.0, 0.0, 10.0, 20.0]])           # h_a 10, w_a 20, centre (5, 10)
+    t = np.array([[0.5, -0.5, 2.0, dec.SIZE_CODE_CLIP]])
+    s = np.array([[2.9, 0.1, 2.9, 0.2]])
+    out = dec.decode("lognormal", t, s, anchor)
+    h = 10 * np.exp(2.0 + 0.5 * 2.9 ** 2)
+    w = 20 * np.exp(dec.SIZE_CODE_CLIP + 0.5 * 0.2 ** 2)
+    yc, xc = 5 + 0.5 * 10, 10 - 0.5 * 20
+    np.testing.assert_allclose(out["boxes"].numpy()[0], [yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], rtol=1e-6)
+    var_y = (2.9 * 10) ** 2 + 0.25 * h ** 2 * np.expm1(2.9 ** 2)
+    var_x = (0.1 * 20) ** 2 + 0.25 * w ** 2 * np.expm1(0.2 ** 2)
+    np.testing.assert_allclose(out["std"].numpy()[0], np.sqrt([var_y, var_x, var_y, var_x]), rtol=1e-6)

@@ -250,3 +250,17 @@ def test_config_yaml_resolves_with_a_decoding_group():
         postprocess_config_from_dict({"nms": "soft"})
     with pytest.raises(ValueError, match="unknown decoding method"):
         PostprocessConfig(decoding="magic")
+
+
+def test_a_degenerate_anchor_gives_finite_aleatoric_and_epistemic_stds():
+    """One anchor with an exploding size code and σ in one MC sample (a barely trained model): every output of
+    the kept detections is finite (no inf σ, no NaN MC std from inf - inf), so calibration can use them."""
+    raw = _raw(t=3, with_sigma=True, seed=4)
+    raw["cls"][:, :, 0] = 8.0                                     # the degenerate anchor is the top detection
+    raw["box"][1, :, 0] = [0.0, 0.0, 80.0, 95.0]
+    raw["sigma"][2, :, 0] = [3e4, -50.0, 1e8, 60.0]
+    cfg = PostprocessConfig(decoding="lognormal", max_detections=20, max_nms_inputs=10, total_sigma=True)
+    out = _np(postprocess(raw, _anchors(), np.ones(2, np.float32), np.full((2, 2), 1000.0, np.float32), cfg))
+    for key in ("boxes", "al_std", "ep_std", "total_std", "scores"):
+        assert np.all(np.isfinite(out[key])), key
+    assert np.all(out["ep_std"][:, 0] > 1e3)                      # still flagged as hugely uncertain
