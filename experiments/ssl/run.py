@@ -48,7 +48,8 @@ COMMON = [
 FINETUNE = ["ssl.student_init=teacher", "ssl.student_epochs=8"]
 METHODS = ("stac-score", "stac-combo", "csd", "csd-nocons", "ft-control", "ft-score", "ft-combo")
 RUN_NAMES = {"stac-score": ("ssl-s{seed}", "stac"), "stac-combo": ("ssl-combo-s{seed}", "stac"),
-             "csd": ("ssl-s{seed}", "csd"), "csd-nocons": ("ssl-csd-nocons-s{seed}", "csd"), "ft-control": ("ssl-ft-control-s{seed}", "stac"),
+             "csd": ("ssl-s{seed}", "csd"), "csd-nocons": ("ssl-csd-nocons-s{seed}", "csd"),
+             "ft-control": ("ssl-ft-control-s{seed}", "stac"),
              "ft-score": ("ssl-ft-score-s{seed}", "stac"), "ft-combo": ("ssl-ft-combo-s{seed}", "stac")}
 
 
@@ -154,7 +155,11 @@ def analyse(root: Path, seeds) -> pd.DataFrame:
         cells = []
         for c in cols:
             v = g[c].to_numpy(dtype=np.float64)
-            cells.append("" if np.all(np.isnan(v)) else f"{np.nanmean(v):.4f} ± {np.nan_to_num(np.nanstd(v, ddof=1) if len(v) > 1 else 0.0):.4f}")
+            if np.all(np.isnan(v)):
+                cells.append("")
+                continue
+            spread = np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else 0.0
+            cells.append(f"{np.nanmean(v):.4f} ± {spread:.4f}")
         per_seed = " / ".join(f"{v:.3f}" for v in g["AP50"])
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {per_seed} |")
     (root / "comparison.md").write_text("\n".join(lines) + "\n")
@@ -162,14 +167,14 @@ def analyse(root: Path, seeds) -> pd.DataFrame:
 
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 4.0))
+    fig = Figure(figsize=(7.0, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     methods = [m for m in order if m in set(table["method"])]
     for i, method in enumerate(methods):
         g = table[table["method"] == method]
         ax.scatter(np.full(len(g), i) + 0.06 * (g["seed"].to_numpy() - 1), g["AP50"], alpha=0.7)
         ax.hlines(g["AP50"].mean(), i - 0.25, i + 0.25, color="k")
-    ax.set_xticks(range(len(methods)), methods)
+    ax.set_xticks(range(len(methods)), [m.replace(" (labeled only)", "") for m in methods], rotation=30, ha="right")
     ax.set_ylabel("mAP@0.5 on test (dots: seeds; bar: mean)")
     ax.set_title("10 % labels, tiny model")
     ax.grid(alpha=0.3, axis="y")

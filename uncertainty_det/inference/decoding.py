@@ -40,12 +40,13 @@ With ``sigma=None`` every method returns the plain decoding (``exp(th)`` sizes, 
 ``std`` (and ``cov``) ``None``.
 
 Saturation: every method clamps the size codes ``th, tw`` at :data:`SIZE_CODE_CLIP` (10: a box at most
-``e^10`` ~ 22,000 times its anchor) and the code stds at :data:`SIGMA_CLIP` (``|sigma| <= 3``: a centre known only
-to three anchor sizes, a size only up to a factor ``e^3`` ~ 20 either way). Far beyond what a trained detector
-predicts for an object, these bounds leave the decoding exact in practice (at ``th = 0, sigma = 1.5`` the tail
-they cut holds ~1e-7 of the mean size and ~1e-4 of its second moment) and only stop a degenerate anchor of a barely trained model from
-overflowing to inf pixel stds (and NaN MC stds, ``inf - inf``) that no later stage could use: with them every
-box, std and variance stays finite in float32 (a 1024-px anchor: std below ~2e11 px).
+``e^10`` ~ 22,000 times its anchor) and the code stds at :data:`SIGMA_CLIP` (``|sigma| <= 3``: a centre known
+only to three anchor sizes, a size only up to a factor ``e^3`` ~ 20 either way). Far beyond what a trained
+detector predicts for an object, these bounds leave the decoding exact in practice (at ``th = 0, sigma = 1.5``
+the tail they cut holds ~1e-7 of the mean size and ~1e-4 of its second moment) and only stop a degenerate
+anchor of a barely trained model from overflowing to inf pixel stds (and NaN MC stds, ``inf - inf``) that no
+later stage could use: with them every box, std and variance stays finite in float32 (a 1024-px anchor: std
+below ~2e11 px).
 """
 from __future__ import annotations
 
