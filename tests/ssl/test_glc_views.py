@@ -178,6 +178,24 @@ def test_write_and_read_views(tmp_path):
     assert view_file_name("a/b.jpg") == "a/b.png" and view_file_name("x") == "x.png"
 
 
+def test_write_views_skips_every_unreadable_image_error(tmp_path, monkeypatch):
+    """PIL raises SyntaxError for some broken PNG chunks: skipped and counted like OSError/ValueError."""
+    import uncertainty_det.data.images as images
+
+    manifest = _tiny_dataset(tmp_path)
+    load_rgb = images.load_rgb
+    errors = {str(manifest.image_path(11)): SyntaxError("broken PNG file"), str(manifest.image_path(12)): ValueError}
+
+    def flaky(path):
+        if str(path) in errors:
+            raise errors[str(path)]
+        return load_rgb(path)
+
+    monkeypatch.setattr(images, "load_rgb", flaky)
+    views, skipped = write_views(manifest, tmp_path / "views", ViewSettings(seed=2))
+    assert skipped == [11, 12] and all(m.image_ids == [10] for m in views.values())
+
+
 # ---------------------------------------------------------------------------------------------
 # Cleaning with a change log
 

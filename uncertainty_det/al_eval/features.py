@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.fft import dctn
 
-from ..data.images import load_rgb
+from ..data.images import UNREADABLE_IMAGE_ERRORS, load_rgb
 from ._common import AlEvalError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def image_features(manifest, class_ids: Sequence[int], image_ids: Iterable[int],
             continue
         try:
             image = load_rgb(manifest.image_path(image_id))
-        except (OSError, ValueError) as exc:
+        except UNREADABLE_IMAGE_ERRORS as exc:
             log.warning("skipping unreadable image %s (id %s): %s", manifest.image_path(image_id), image_id, exc)
             bad += 1
             if skipped is not None:

@@ -142,7 +142,7 @@ def corrupted_copy(manifest: Manifest, name: str, severity: int, folder: str | P
 
     from ..io_utils import atomic_dir, atomic_write_json, safe_relative_path
     from .corruptions import apply_corruption, validate_corruption
-    from .images import load_rgb
+    from .images import UNREADABLE_IMAGE_ERRORS, load_rgb
 
     try:
         validate_corruption(name, int(severity))
@@ -161,7 +161,7 @@ def corrupted_copy(manifest: Manifest, name: str, severity: int, folder: str | P
                                  leave=False):
                 try:
                     image = load_rgb(manifest.image_path(image_id))
-                except (OSError, ValueError, SyntaxError) as exc:
+                except UNREADABLE_IMAGE_ERRORS as exc:
                     log.warning("skipping unreadable image %s: %s", manifest.image_path(image_id), exc)
                     skipped.append(int(image_id))
                     continue

@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+#: What reading a corrupt or unreadable image can raise (PIL: OSError incl. UnidentifiedImageError, ValueError,
+#: and SyntaxError for some broken PNG chunks); loops that skip and count bad images catch exactly these.
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError)
+
+
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` of an image, read from its header only."""
     with Image.open(path) as img:

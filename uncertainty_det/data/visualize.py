@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .images import load_rgb
+from .images import UNREADABLE_IMAGE_ERRORS, load_rgb
 from .manifest import Manifest
 
 # A qualitative palette (RGB) that stays readable on light and dark images.
@@ -80,15 +80,13 @@ def sample_grid(manifest: Manifest, num_images: int = 16, seed: int = 0, cols: i
 def _row_images(manifest: Manifest, rows, prefix: str = ""):
     """Yield ``(position, row, image [H,W,3] uint8, box [4])`` for the rows of a Detections/Matches frame whose
     ``<prefix>ymin..xmax`` box is finite and whose image loads (the others are skipped)."""
-    from .images import load_rgb
-
     for i, (_, row) in enumerate(rows.iterrows()):
         box = np.array([row[f"{prefix}{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], dtype=np.float64)
         if not np.all(np.isfinite(box)):
             continue
         try:
             image = load_rgb(manifest.image_path(int(row["image_id"])))
-        except (OSError, ValueError, SyntaxError):
+        except UNREADABLE_IMAGE_ERRORS:
             continue
         yield i, row, image, box
 

@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..data.images import list_images, load_rgb, read_image_size, scan_images
+from ..data.images import UNREADABLE_IMAGE_ERRORS, list_images, load_rgb, read_image_size, scan_images
 from ..errors import UserError
 from ..io_utils import safe_relative_path
 
@@ -237,7 +237,7 @@ def iter_batches(
     for item in items:
         try:
             size = read_image_size(item.path)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except UNREADABLE_IMAGE_ERRORS as exc:
             fail(item, exc)
             continue
         groups.setdefault(size, []).append(item)
@@ -247,7 +247,7 @@ def iter_batches(
             for item in group[start:start + batch_size]:
                 try:
                     arr = load_rgb(item.path)
-                except (OSError, ValueError, SyntaxError) as exc:
+                except UNREADABLE_IMAGE_ERRORS as exc:
                     fail(item, exc)
                     continue
                 if arr.shape[:2] != size:        # header and pixels disagree (e.g. EXIF-free odd files)

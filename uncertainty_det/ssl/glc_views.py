@@ -183,9 +183,9 @@ def write_views(manifest, folder: str | os.PathLike, settings: ViewSettings = Vi
     warning (it is absent from every view manifest). Returns ``({view: Manifest}, skipped image ids)``; the
     manifests' image roots are their view folders and their annotations those of ``manifest``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    from ..data.images import load_rgb
+    from ..data.images import UNREADABLE_IMAGE_ERRORS, load_rgb
     from ..data.manifest import Manifest
     from ..io_utils import atomic_dir
 
@@ -203,7 +203,7 @@ def write_views(manifest, folder: str | os.PathLike, settings: ViewSettings = Vi
             image_id = int(img["id"])
             try:
                 image = load_rgb(manifest.image_path(image_id))
-            except (OSError, UnidentifiedImageError, ValueError) as exc:
+            except UNREADABLE_IMAGE_ERRORS as exc:
                 log.warning("GLC views: skipping image %s (id %d): %s", manifest.image_path(image_id), image_id, exc)
                 skipped.append(image_id)
                 continue

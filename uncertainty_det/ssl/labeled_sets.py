@@ -199,14 +199,14 @@ def build_collage_set(
                  else max((int(a["id"]) for a in pool.annotations), default=0) + 1)
     target_set = set(targets)
 
-    from ..data.images import load_rgb
+    from ..data.images import UNREADABLE_IMAGE_ERRORS, load_rgb
 
     with_targets = [i for i in labeled if target_set & set(pool.objects(i).class_ids.tolist())]
     images, boxes, classes, readable, skipped = [], [], [], [], []
     for i in with_targets:
         try:
             img = load_rgb(pool.image_path(i))
-        except (OSError, ValueError, SyntaxError) as exc:
+        except UNREADABLE_IMAGE_ERRORS as exc:
             log.warning("RCC: skipping unreadable labeled image %s (id %d): %s", pool.image_path(i), i, exc)
             skipped.append(i)
             continue
