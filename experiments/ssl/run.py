@@ -12,8 +12,9 @@ Per seed ``s`` (run names in ``RUN_NAMES``): ``stac-score`` trains the teacher a
 (``udet-stac run_name=ssl-s<s>``); every other STAC method copies that split and teacher
 (``ssl.reuse_teacher_of``): ``stac-combo`` (pseudo-labels filtered by the teacher's fitted combo thresholds,
 calibrated and fitted on the val split), ``ft-score`` / ``ft-combo`` (the student starts from the teacher,
-``FINETUNE``) and ``ft-control`` (the same with ``ssl.unsup_weight=0``); ``csd`` / ``csd-nocons``
-(``csd.consistency_weight=0``) use the same seeded split. Finished runs are skipped (the apps resume too).
+``FINETUNE``) and ``ft-control`` (the same with ``ssl.unsup_weight=0``); ``csd`` (the class term averaged
+over the kept anchors, the default), ``csd-ref`` (``csd.class_reduction=image``: summed per image, the
+reference) and ``csd-nocons`` (``csd.consistency_weight=0``) use the same seeded split. Finished runs are skipped (the apps resume too).
 The analysis reads every ``summary.json`` under ``--root`` and writes ``<root>/comparison.csv`` (one row per
 seed and method: mAP@0.5, mAP, the paired gain over the teacher, pseudo-label count and precision/recall against
 the hidden labels), ``comparison.md`` (mean ± std over seeds) and ``comparison.png``.
@@ -46,15 +47,16 @@ COMMON = [
 #: ``ssl.unsup_weight=0`` (the pseudo-labelled images pass through the network but add no loss), so the gain of
 #: ``ft-score`` / ``ft-combo`` over it is the pseudo-labels', not the extra steps'.
 FINETUNE = ["ssl.student_init=teacher", "ssl.student_epochs=8"]
-METHODS = ("stac-score", "stac-combo", "csd", "csd-nocons", "ft-control", "ft-score", "ft-combo")
+METHODS = ("stac-score", "stac-combo", "csd", "csd-ref", "csd-nocons", "ft-control", "ft-score", "ft-combo")
 RUN_NAMES = {"stac-score": ("ssl-s{seed}", "stac"), "stac-combo": ("ssl-combo-s{seed}", "stac"),
-             "csd": ("ssl-s{seed}", "csd"), "csd-nocons": ("ssl-csd-nocons-s{seed}", "csd"),
+             "csd": ("ssl-csd-s{seed}", "csd"), "csd-ref": ("ssl-csd-ref-s{seed}", "csd"),
+             "csd-nocons": ("ssl-csd-nocons-s{seed}", "csd"),
              "ft-control": ("ssl-ft-control-s{seed}", "stac"),
              "ft-score": ("ssl-ft-score-s{seed}", "stac"), "ft-combo": ("ssl-ft-combo-s{seed}", "stac")}
 
 
 #: control -> the methods measured against it
-CONTROLS = {"ft-control": ("ft-score", "ft-combo"), "csd-nocons": ("csd",)}
+CONTROLS = {"ft-control": ("ft-score", "ft-combo"), "csd-nocons": ("csd", "csd-ref")}
 
 
 def commands(seed: int, method: str, root: Path, extra: list[str]) -> list[str]:
@@ -66,7 +68,9 @@ def commands(seed: int, method: str, root: Path, extra: list[str]) -> list[str]:
         args = ["stac", f"run_name=ssl-combo-s{seed}", f"ssl.reuse_teacher_of=ssl-s{seed}",
                 "selection.strategy=combo"]
     elif method == "csd":
-        args = ["csd", f"run_name=ssl-s{seed}"]
+        args = ["csd", f"run_name=ssl-csd-s{seed}"]
+    elif method == "csd-ref":                 # the reference's class term: summed over the kept anchors per image
+        args = ["csd", f"run_name=ssl-csd-ref-s{seed}", "csd.class_reduction=image"]
     elif method == "csd-nocons":              # CSD's batches and schedule without the consistency loss (control)
         args = ["csd", f"run_name=ssl-csd-nocons-s{seed}", "csd.consistency_weight=0"]
     elif method.startswith("ft-"):

@@ -50,7 +50,8 @@ def _np_mask(cls_levels, threshold, scope):
     return out
 
 
-def _np_cls_term(cls_o, cls_f_raw, divergence, masks):
+def _np_cls_term(cls_o, cls_f_raw, divergence, masks, reduction="anchor"):
+    """Per level: the divergence summed over kept anchors, / kept anchors ("anchor") or / B ("image")."""
     vals = []
     for lo, lf, mask in zip(cls_o, cls_f_raw, masks):
         lf = lf[:, :, ::-1]  # flip back along w
@@ -63,7 +64,8 @@ def _np_cls_term(cls_o, cls_f_raw, divergence, masks):
         else:
             m = 0.5 * (p + q)
             d = 0.5 * (p * np.log(p / m)).sum(-1) + 0.5 * (q * np.log(q / m)).sum(-1)
-        vals.append((d * mask).sum() / b)
+        denom = mask.sum() if reduction == "anchor" else b
+        vals.append((d * mask).sum() / denom if denom else 0.0)
     return float(np.mean(vals))
 
 
@@ -179,13 +181,42 @@ def test_jsd_symmetric_and_matches_numpy():
     b_flip_np = [m.numpy() for m in flip_maps(cls_b)]
     ones = [np.ones(m.shape[:3] + (A,)) for m in a_np]
     assert float(ab["cls"]) == pytest.approx(_np_cls_term(a_np, b_flip_np, "jsd", ones), rel=1e-5)
-    # with background elimination (both scopes)
+    # with background elimination (both scopes, both class reductions)
     for scope in ("image", "batch"):
-        out = csd_consistency_loss(cls_a, box, flip_maps(cls_b), flip_maps(box), A, C, background_scope=scope)
         masks = _np_mask(a_np, 0.4, scope)
-        assert float(out["cls"]) == pytest.approx(_np_cls_term(a_np, b_flip_np, "jsd", masks), rel=1e-5)
+        for reduction in ("anchor", "image"):
+            out = csd_consistency_loss(cls_a, box, flip_maps(cls_b), flip_maps(box), A, C, background_scope=scope,
+                                       class_reduction=reduction)
+            want = _np_cls_term(a_np, b_flip_np, "jsd", masks, reduction)
+            assert float(out["cls"]) == pytest.approx(want, rel=1e-5)
         frac = sum(m.sum() for m in masks) / sum(m.size for m in masks)
         assert float(out["mask_fraction"]) == pytest.approx(frac)
+
+
+def test_class_reduction_mean_over_kept_anchors_or_sum_per_image():
+    """Hand case, no mask, 1 level, B=1, w=2: the two per-anchor KLs are averaged ("anchor") or summed
+    ("image": / B = 1); the anchor mean stays bounded by ln 2 for JSD however many anchors are kept."""
+    cls_o, box_o, cls_f, box_f = _hand_case()
+    # back-flipped flip logits: col 0 -> [-7, -8], col 1 -> [4, 0]
+    kls = []
+    for lo, lf in (([3.0, 0.0], [-7.0, -8.0]), ([-5.0, -6.0], [4.0, 0.0])):
+        lp, lq = _np_log_softmax(np.array(lo)), _np_log_softmax(np.array(lf))
+        kls.append(float((np.exp(lp) * (lp - lq)).sum()))
+    kw = dict(divergence="kl", background_elimination=False)
+    mean = csd_consistency_loss([cls_o], [box_o], [cls_f], [box_f], 1, 2, class_reduction="anchor", **kw)
+    total = csd_consistency_loss([cls_o], [box_o], [cls_f], [box_f], 1, 2, class_reduction="image", **kw)
+    assert float(mean["cls"]) == pytest.approx(np.mean(kls), rel=1e-5)
+    assert float(total["cls"]) == pytest.approx(np.sum(kls), rel=1e-5)
+    big = [tf.constant(np.random.default_rng(0).normal(scale=5.0, size=(2, 8, 8, A * C)).astype(np.float32))]
+    other = [tf.constant(np.random.default_rng(1).normal(scale=5.0, size=(2, 8, 8, A * C)).astype(np.float32))]
+    boxes = [tf.zeros((2, 8, 8, 4 * A))]
+    jsd = csd_consistency_loss(big, boxes, other, boxes, A, C, background_elimination=False)
+    assert 0.1 < float(jsd["cls"]) <= math.log(2.0)
+    summed = csd_consistency_loss(big, boxes, other, boxes, A, C, background_elimination=False,
+                                  class_reduction="image")
+    assert float(summed["cls"]) == pytest.approx(float(jsd["cls"]) * 8 * 8 * A, rel=1e-5)  # B cancels: 2*64*A/2
+    with pytest.raises(CSDConfigError, match="class reduction"):
+        csd_consistency_loss(big, boxes, other, boxes, A, C, class_reduction="sum")
 
 
 def test_kl_one_way_matches_numpy_and_is_asymmetric():

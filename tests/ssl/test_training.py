@@ -109,8 +109,17 @@ def test_csd_trainer_losses_and_ramp(parts):
     no_ramp = CSDTrainer(detector, anchors, ramp=False, consistency_weight=2.0)
     no_ramp.compile(optimizer=keras.optimizers.SGD(0.0))
     assert float(no_ramp.compute_losses(data, False)["cons_weight"]) == 2.0
+    summed = CSDTrainer(detector, anchors, ramp=False, class_reduction="image")
+    summed.compile(optimizer=keras.optimizers.SGD(0.0))
+    ref_sum = csd_consistency_loss(split_levels(o["cls"], shapes, a), split_levels(o["box"], shapes, a),
+                                   split_levels(f["cls"], shapes, a), split_levels(f["box"], shapes, a), a,
+                                   cfg.num_classes, class_reduction="image")
+    assert float(summed.compute_losses(data, False)["cons_cls"]) == pytest.approx(float(ref_sum["cls"]), rel=1e-5)
+    assert float(ref_sum["cls"]) > 2 * float(ref["cls"])
     with pytest.raises(UserError, match="total_steps"):
         CSDTrainer(detector, anchors, total_steps=None)
+    with pytest.raises(UserError, match="class reduction"):
+        CSDTrainer(detector, anchors, total_steps=10, class_reduction="sum")
 
 
 def _stream(n, seed):

@@ -37,7 +37,8 @@ def check_csd_options(csd: dict) -> None:
     """The ``csd`` settings, checked before any data is loaded (one-line errors)."""
     from ..ssl.csd import check_csd_options as check_loss_options
 
-    check_loss_options(str(csd["divergence"]), csd["background_threshold"], str(csd["background_scope"]))
+    check_loss_options(str(csd["divergence"]), csd["background_threshold"], str(csd["background_scope"]),
+                       str(csd["class_reduction"]))
     if isinstance(csd["ratio"], bool) or not isinstance(csd["ratio"], int) or csd["ratio"] < 1:
         raise UserError(f"csd.ratio={csd['ratio']!r} must be an integer >= 1 (unlabeled images per labeled one)")
 
@@ -81,7 +82,8 @@ def run(plain: dict, tracker) -> dict:
     factory = functools.partial(
         CSDTrainer, consistency_weight=float(csd["consistency_weight"]), ramp=bool(csd["ramp"]),
         divergence=str(csd["divergence"]), background_elimination=bool(csd["background_elimination"]),
-        background_threshold=float(csd["background_threshold"]), background_scope=str(csd["background_scope"]))
+        background_threshold=float(csd["background_threshold"]), background_scope=str(csd["background_scope"]),
+        class_reduction=str(csd["class_reduction"]))
     steps = trainer_cfg.steps_per_epoch or comp.steps_per_epoch
     tracker.log_params({"ssl/labeled_images": len(labeled), "ssl/unlabeled_images": len(unlabeled),
                         "csd/labeled_per_batch": comp.labeled_per_batch,

@@ -38,6 +38,7 @@ __all__ = [
 
 _DIVERGENCES = ("jsd", "kl")
 _SCOPES = ("image", "batch")
+_CLASS_REDUCTIONS = ("anchor", "image")
 
 
 class CSDConfigError(UserError, ValueError):
@@ -77,9 +78,13 @@ def _as_level_list(maps, name: str) -> list:
 
 
 def check_csd_options(divergence: str = "jsd", background_threshold: float = 0.4,
-                      background_scope: str = "image") -> float:
+                      background_scope: str = "image", class_reduction: str = "anchor") -> float:
     """Validate the CSD loss settings (one message naming the setting and its choices); returns the threshold
     as a float. Called by the loss, the trainer and ``udet-csd`` before any data is loaded."""
+    if class_reduction not in _CLASS_REDUCTIONS:
+        raise CSDConfigError(f"class reduction must be one of {_CLASS_REDUCTIONS} (anchor: mean over the kept "
+                             f"anchors, the CSD paper's code; image: sum over them per image, the reference), "
+                             f"got {class_reduction!r}")
     if divergence not in _DIVERGENCES:
         raise CSDConfigError(f"divergence must be one of {_DIVERGENCES} (jsd: symmetric, kl: the reference), "
                              f"got {divergence!r}")
@@ -218,6 +223,7 @@ def csd_consistency_loss(
     background_elimination: bool = True,
     background_threshold: float = 0.4,
     background_scope: str = "image",
+    class_reduction: str = "anchor",
 ) -> dict[str, tf.Tensor]:
     """Flip-consistency losses between a batch and its horizontally mirrored copy.
 
@@ -236,8 +242,17 @@ def csd_consistency_loss(
       ``0.5 KL(p || m) + 0.5 KL(q || m)`` with ``m = (p + q) / 2``;
     * ``divergence="kl"``: ``KL(p || q)`` (what the reference computes, reference defect §8.14).
 
-    Natural log. Per level: summed over the kept anchors and divided by the batch size ``B``; then averaged
-    over levels.
+    Natural log. Per level, with ``class_reduction``:
+
+    * ``"anchor"`` (default): averaged over the kept anchors, as the CSD paper's code does (a level with no
+      kept anchor contributes 0). The term is at most ``ln 2`` (JSD) whatever the image size or the number of
+      kept anchors, so it stays on the scale of the focal loss;
+    * ``"image"``: summed over the kept anchors and divided by the batch size ``B`` (the reference). The sum
+      grows with the number of kept anchors (hundreds per image early in training) and then outweighs the
+      supervised focal loss, whose cheapest answer is equal logits for every class at every anchor: on the
+      synthetic 10 % split it collapsed the detector (``experiments/ssl/README.md``).
+
+    Then averaged over levels.
 
     Box term, on the codes ``[ty, tx, th, tw]`` of both views: squared differences
     ``(ty - ty')², (tx + tx')², (th - th')², (tw - tw')²`` (``tx`` changes sign under mirroring), each averaged
@@ -256,18 +271,19 @@ def csd_consistency_loss(
       background_elimination: apply the mask; ``False`` keeps every anchor.
       background_threshold: ``threshold`` of :func:`background_mask` (reference 0.4).
       background_scope: ``"image"`` (default) or ``"batch"`` (reference), see :func:`background_mask`.
+      class_reduction: ``"anchor"`` (default) or ``"image"`` (reference), see above.
 
     Returns:
-      dict of float32 scalars: ``cls`` (class term, nats per image), ``box`` (box term, squared code units),
+      dict of float32 scalars: ``cls`` (class term, nats per kept anchor, or per image with ``"image"``), ``box`` (box term, squared code units),
       ``mask_fraction`` (kept anchors / all anchors over all levels, a diagnostic without gradient).
 
     Raises:
-      CSDConfigError: mismatched level lists or shapes, wrong channel counts, unknown ``divergence`` or
-      ``background_scope``.
+      CSDConfigError: mismatched level lists or shapes, wrong channel counts, unknown ``divergence``,
+      ``background_scope`` or ``class_reduction``.
     """
     num_anchors = _positive_int(num_anchors, "num_anchors")
     num_classes = _positive_int(num_classes, "num_classes")
-    check_csd_options(divergence, 0.0, background_scope)
+    check_csd_options(divergence, 0.0, background_scope, class_reduction)
     co = _as_level_list(cls_orig, "cls_orig")
     cf = _as_level_list(cls_flip, "cls_flip")
     bo = _as_level_list(box_orig, "box_orig")
@@ -307,12 +323,13 @@ def csd_consistency_loss(
             per_anchor = 0.5 * tf.reduce_sum(p * (log_p - log_m), axis=-1) + 0.5 * tf.reduce_sum(
                 q * (log_q - log_m), axis=-1
             )
-        cls_terms.append(tf.math.divide_no_nan(tf.reduce_sum(per_anchor * mask), batch))
+        n_kept = tf.reduce_sum(mask)
+        cls_terms.append(tf.math.divide_no_nan(tf.reduce_sum(per_anchor * mask),
+                                               n_kept if class_reduction == "anchor" else batch))
 
         t_o = _per_anchor(_f32(b_o), num_anchors, 4)
         t_f = _per_anchor(_f32(b_f), num_anchors, 4)
         sq = tf.square(t_o - sign * t_f)  # [B, h, w, A, 4]
-        n_kept = tf.reduce_sum(mask)
         per_code = tf.math.divide_no_nan(tf.reduce_sum(sq * mask[..., None], axis=[0, 1, 2, 3]), n_kept)  # [4]
         box_terms.append(tf.reduce_mean(per_code))
         kept.append(n_kept)

@@ -136,7 +136,7 @@ class CSDTrainer(_SupervisedValidation):
     Args:
       total_steps: the schedule length T (epochs x steps per epoch; given by ``train_detector``).
       consistency_weight: multiplies the consistency term (after the ramp).
-      divergence, background_elimination, background_threshold, background_scope: as
+      divergence, background_elimination, background_threshold, background_scope, class_reduction: as
         :func:`~uncertainty_det.ssl.csd.csd_consistency_loss`.
 
     Extra metrics: ``sup_loss``, ``cons_cls``, ``cons_box``, ``cons_weight`` (w(t)), ``mask_fraction``.
@@ -144,16 +144,18 @@ class CSDTrainer(_SupervisedValidation):
 
     def __init__(self, detector, anchors, total_steps: int | None = None, consistency_weight: float = 1.0,
                  ramp: bool = True, divergence: str = "jsd", background_elimination: bool = True,
-                 background_threshold: float = 0.4, background_scope: str = "image", **kwargs):
+                 background_threshold: float = 0.4, background_scope: str = "image",
+                 class_reduction: str = "anchor", **kwargs):
         super().__init__(detector, anchors, **kwargs)
         if ramp and not total_steps:
             raise SSLConfigError("CSD's ramp needs total_steps (epochs x steps per epoch) > 0")
         self.total_steps = int(total_steps or 0)
         self.ramp = bool(ramp)
         self.consistency_weight = _check_weight("consistency_weight", consistency_weight)
-        check_csd_options(divergence, background_threshold, background_scope)
+        check_csd_options(divergence, background_threshold, background_scope, class_reduction)
         self.csd_options = dict(divergence=divergence, background_elimination=bool(background_elimination),
-                                background_threshold=float(background_threshold), background_scope=background_scope)
+                                background_threshold=float(background_threshold), background_scope=background_scope,
+                                class_reduction=class_reduction)
         cfg = self.detector_config
         h, w = cfg.image_size
         self.level_shapes = []
