@@ -14,7 +14,9 @@ Per seed ``s`` (run names in ``RUN_NAMES``): ``stac-score`` trains the teacher a
 calibrated and fitted on the val split), ``ft-score`` / ``ft-combo`` (the student starts from the teacher,
 ``FINETUNE``) and ``ft-control`` (the same with ``ssl.unsup_weight=0``); ``csd`` (the class term averaged
 over the kept anchors, the default), ``csd-ref`` (``csd.class_reduction=image``: summed per image, the
-reference) and ``csd-nocons`` (``csd.consistency_weight=0``) use the same seeded split. Finished runs are skipped (the apps resume too).
+reference), ``csd-fine`` (``csd.levels=[3,4]``: consistency on the two finest pyramid levels only) and
+``csd-nocons`` (``csd.consistency_weight=0``) use the same seeded split; ``stac-ignore`` / ``ft-ignore`` are
+``stac-score`` / ``ft-score`` with ignore regions (``IGNORE``). Finished runs are skipped (the apps resume too).
 The analysis reads every ``summary.json`` under ``--root`` and writes ``<root>/comparison.csv`` (one row per
 seed and method: mAP@0.5, mAP, the paired gain over the teacher, pseudo-label count and precision/recall against
 the hidden labels), ``comparison.md`` (mean ± std over seeds) and ``comparison.png``.
@@ -47,16 +49,20 @@ COMMON = [
 #: ``ssl.unsup_weight=0`` (the pseudo-labelled images pass through the network but add no loss), so the gain of
 #: ``ft-score`` / ``ft-combo`` over it is the pseudo-labels', not the extra steps'.
 FINETUNE = ["ssl.student_init=teacher", "ssl.student_epochs=8"]
-METHODS = ("stac-score", "stac-combo", "csd", "csd-ref", "csd-nocons", "ft-control", "ft-score", "ft-combo")
+METHODS = ("stac-score", "stac-combo", "stac-ignore", "csd", "csd-ref", "csd-fine", "csd-nocons", "ft-control",
+           "ft-score", "ft-combo", "ft-ignore")
+#: ``*-ignore``: score selection plus ignore regions for the unsure detections (0.1 <= score <= tau)
+IGNORE = ["selection.ignore_score=0.1"]
 RUN_NAMES = {"stac-score": ("ssl-s{seed}", "stac"), "stac-combo": ("ssl-combo-s{seed}", "stac"),
              "csd": ("ssl-csd-s{seed}", "csd"), "csd-ref": ("ssl-csd-ref-s{seed}", "csd"),
-             "csd-nocons": ("ssl-csd-nocons-s{seed}", "csd"),
+             "csd-fine": ("ssl-csd-fine-s{seed}", "csd"), "csd-nocons": ("ssl-csd-nocons-s{seed}", "csd"),
              "ft-control": ("ssl-ft-control-s{seed}", "stac"),
-             "ft-score": ("ssl-ft-score-s{seed}", "stac"), "ft-combo": ("ssl-ft-combo-s{seed}", "stac")}
+             "ft-score": ("ssl-ft-score-s{seed}", "stac"), "ft-combo": ("ssl-ft-combo-s{seed}", "stac"),
+             "stac-ignore": ("ssl-ignore-s{seed}", "stac"), "ft-ignore": ("ssl-ft-ignore-s{seed}", "stac")}
 
 
 #: control -> the methods measured against it
-CONTROLS = {"ft-control": ("ft-score", "ft-combo"), "csd-nocons": ("csd", "csd-ref")}
+CONTROLS = {"ft-control": ("ft-score", "ft-combo", "ft-ignore"), "csd-nocons": ("csd", "csd-ref", "csd-fine")}
 
 
 def commands(seed: int, method: str, root: Path, extra: list[str]) -> list[str]:
@@ -67,10 +73,15 @@ def commands(seed: int, method: str, root: Path, extra: list[str]) -> list[str]:
     elif method == "stac-combo":
         args = ["stac", f"run_name=ssl-combo-s{seed}", f"ssl.reuse_teacher_of=ssl-s{seed}",
                 "selection.strategy=combo"]
+    elif method == "stac-ignore":
+        args = ["stac", f"run_name=ssl-ignore-s{seed}", f"ssl.reuse_teacher_of=ssl-s{seed}",
+                "selection.strategy=score", *IGNORE]
     elif method == "csd":
         args = ["csd", f"run_name=ssl-csd-s{seed}"]
     elif method == "csd-ref":                 # the reference's class term: summed over the kept anchors per image
         args = ["csd", f"run_name=ssl-csd-ref-s{seed}", "csd.class_reduction=image"]
+    elif method == "csd-fine":                # consistency on the two finest levels (the coarse ones do not mirror)
+        args = ["csd", f"run_name=ssl-csd-fine-s{seed}", "csd.levels=[3,4]"]
     elif method == "csd-nocons":              # CSD's batches and schedule without the consistency loss (control)
         args = ["csd", f"run_name=ssl-csd-nocons-s{seed}", "csd.consistency_weight=0"]
     elif method.startswith("ft-"):
@@ -80,6 +91,8 @@ def commands(seed: int, method: str, root: Path, extra: list[str]) -> list[str]:
                 *FINETUNE, "selection.strategy=" + ("combo" if method == "ft-combo" else "score")]
         if method == "ft-control":
             args.append("ssl.unsup_weight=0")
+        if method == "ft-ignore":
+            args.extend(IGNORE)
     else:
         raise SystemExit(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
     return [sys.executable, "-m", f"uncertainty_det.apps.{args[0]}", *base, *args[1:], *extra]
@@ -89,8 +102,8 @@ def run_all(root: Path, seeds, methods, extra: list[str]) -> None:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     for seed in seeds:
         for method in methods:
-            if (method == "stac-combo" or method.startswith("ft-")) and not _summary(root, seed, "stac-score") \
-                    and "stac-score" not in methods:
+            reuses = method in ("stac-combo", "stac-ignore") or method.startswith("ft-")
+            if reuses and not _summary(root, seed, "stac-score") and "stac-score" not in methods:
                 raise SystemExit(f"{method} reuses the stac-score run's teacher: run stac-score first")
             if _summary(root, seed, method):
                 print(f"[seed {seed}] {method}: done already", flush=True)
@@ -131,7 +144,7 @@ def collect(root: Path, seeds) -> pd.DataFrame:
             rows.append({"seed": seed, "method": method, "AP50": last["student"].get("map/AP50"),
                          "AP": last["student"].get("map/AP"), "pseudo_boxes": q.get("pseudo_boxes"),
                          "pseudo_images": q.get("pseudo_images"), "pseudo_precision": q.get("precision"),
-                         "pseudo_recall": q.get("recall")})
+                         "pseudo_recall": q.get("recall"), "ignore_regions": q.get("ignore_regions")})
     return pd.DataFrame(rows)
 
 
@@ -150,7 +163,7 @@ def analyse(root: Path, seeds) -> pd.DataFrame:
                                                    - ref.reindex(table.loc[rows, "seed"]).to_numpy())
     table.to_csv(root / "comparison.csv", index=False)
     cols = [c for c in ("AP50", "AP", "gain_AP50", "gain_vs_control_AP50", "pseudo_boxes", "pseudo_precision",
-                        "pseudo_recall")
+                        "pseudo_recall", "ignore_regions")
             if c in table.columns]
     order = ["teacher (labeled only)", *METHODS]
     lines = ["| method | seeds | " + " | ".join(cols) + " | AP50 per seed |", "|---|---|" + "---|" * (len(cols) + 1)]

@@ -58,6 +58,17 @@ def test_unlabeled_stream_has_no_annotations(csd):
     assert sub.image_ids == pool.image_ids[:5] and sub.num_annotations == 0 and pool.num_annotations > 0
 
 
+def test_levels_checked_against_the_model_before_data():
+    from uncertainty_det.apps.csd import check_csd_options
+    from uncertainty_det.errors import UserError
+
+    good = {"divergence": "jsd", "background_threshold": 0.4, "background_scope": "image",
+            "class_reduction": "anchor", "ratio": 3, "levels": [3, 4]}
+    check_csd_options(good, {"min_level": 3, "max_level": 7})
+    with pytest.raises(UserError, match=r"integer in \[3, 7\]"):
+        check_csd_options({**good, "levels": [3, 8]}, {"min_level": 3, "max_level": 7})
+
+
 @pytest.mark.parametrize("override, message", [
     ("csd.divergence=l2", "divergence"),
     ("csd.background_scope=level", "background scope"),

@@ -192,17 +192,51 @@ def test_refined_labeled_set_and_curriculum_teacher(stac, tmp_path):
     assert proc.returncode == 2 and "holds other images" in proc.stderr
 
 
+def test_ignore_regions_reach_the_student(stac, tmp_path):
+    """selection.ignore_score: the candidates the selection drops (score <= tau here) are written as ignore
+    regions, counted in quality.json and go into the student's pseudo-labelled manifest as weight-0 boxes."""
+    from uncertainty_det.apps.stac import pseudo_manifest
+    from uncertainty_det.data.manifest import Manifest
+
+    root, _ = stac
+    shutil.copytree(root / "outputs" / "data", tmp_path / "outputs" / "data")
+    shutil.copytree(root / STAC_DIR / "teacher", tmp_path / STAC_DIR / "teacher")
+    shutil.copy2(root / STAC_DIR / "split.json", tmp_path / STAC_DIR / "split.json")
+    teacher = pd.read_parquet(root / STAC_DIR / "pseudo_0" / "teacher_predictions.parquet")
+    tau = float(teacher.sort_values("score", ascending=False).groupby("image_id").head(3)["score"].median())
+    proc = run_app("stac", *STAC, "run_name=ignore", "ssl.reuse_teacher_of=synthetic-tiny-stac",
+                   "ssl.selftrain_rounds=0", "trainer.steps_per_epoch=1", f"selection.tau={tau}",
+                   "selection.ignore_score=0.0", "tracking=none", cwd=tmp_path)
+    folder = tmp_path / "outputs/runs/ignore/stac/pseudo_0"
+    preds = pd.read_parquet(folder / "teacher_predictions.parquet")
+    cands = preds.sort_values("score", ascending=False).groupby("image_id").head(3)
+    pseudo = pd.read_parquet(folder / "pseudo_labels.parquet")
+    regions = pd.read_parquet(folder / "ignore_regions.parquet")
+    assert len(pseudo) == (cands["score"] > tau).sum() > 0 and len(regions) == (cands["score"] <= tau).sum() > 0
+    assert (regions["weight"] == 0).all() and (regions["score"] <= tau).all()
+    quality = json.loads((folder / "quality.json").read_text())
+    on_pseudo_images = regions["image_id"].isin(set(pseudo["image_id"]))
+    assert quality["ignore_regions"] == on_pseudo_images.sum() and quality["pseudo_boxes"] == len(pseudo)
+    assert (tmp_path / "outputs/runs/ignore/stac/student_0/train/final.weights.h5").is_file(), proc.stderr[-2000:]
+    pool = Manifest.read(tmp_path / "outputs/data/synthetic/annotations/train.json")
+    manifest = pseudo_manifest(pool, pseudo, regions)
+    scores = sorted(a["score"] for a in manifest.annotations)
+    assert len(scores) == len(pseudo) + on_pseudo_images.sum() and scores.count(0.0) == on_pseudo_images.sum()
+    assert set(manifest.image_ids) == set(pseudo["image_id"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("ssl.split=sorted", "ssl.split='sorted'"),
     ("ssl.student_init=imagenet", "ssl.student_init='imagenet'"),
     ("selection.tau=1.5", "tau"),
     ("selection.use=sometimes", "use"),
+    ("selection.ignore_score=0.1 ssl.pseudo_source=x.csv", "ignore_score=0.1 needs the teacher's detections"),
 ])
 def test_one_line_errors(stac, tmp_path, override, message):
     root, _ = stac
     shutil.copytree(root / "outputs", tmp_path / "outputs")
     for k in (0, 1):
         shutil.rmtree(tmp_path / STAC_DIR / f"pseudo_{k}", ignore_errors=True)
-    proc = run_app("stac", *STAC, override, "tracking=none", cwd=tmp_path, check=False)
+    proc = run_app("stac", *STAC, *override.split(), "tracking=none", cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and proc.stderr.count("error:") == 1

@@ -137,12 +137,17 @@ def _np_iou(a, b):
 
 
 def _np_assign(gt_boxes, gt_classes, anchors, match, unmatched, gt_weights):
-    """Independent per-image, per-GT loop reference."""
+    """Independent per-image, per-GT loop reference (weight-0 GTs: ignore regions)."""
     n = len(anchors)
     cls = np.full(n, -1, np.int64)
     boxes = np.zeros((n, 4))
     w = np.ones(n)
-    real = [j for j in range(len(gt_classes)) if gt_classes[j] > 0]
+    real = [j for j in range(len(gt_classes)) if gt_classes[j] > 0 and gt_weights[j] > 0]
+    for j in range(len(gt_classes)):
+        if gt_classes[j] > 0 and gt_weights[j] <= 0:
+            # float32 like the graph, so that its ties among equal anchors (the best anchor) are ties here
+            r_iou = _np_iou(anchors.astype(np.float32), gt_boxes[j][None].astype(np.float32))[:, 0]
+            cls[(r_iou >= unmatched) | ((r_iou == r_iou.max()) & (r_iou > 0))] = -2
     if not real:
         return cls, boxes, w
     gts = gt_boxes[real].astype(np.float64)
@@ -150,7 +155,7 @@ def _np_assign(gt_boxes, gt_classes, anchors, match, unmatched, gt_weights):
     best = iou.max(1)
     arg = iou.argmax(1)
     cls[(best >= unmatched) & (best < match)] = -2
-    matched = {i: arg[i] for i in np.nonzero(best >= match)[0]}
+    matched = {i: arg[i] for i in np.nonzero(best >= match)[0]}  # positives override ignore regions
     claims = {}
     for r in range(len(real)):
         i = int(iou[:, r].argmax())
@@ -235,6 +240,47 @@ def test_assign_targets_random_batch_against_loop_reference():
         np.testing.assert_allclose(out["weights"][i].numpy(), ref[2], rtol=1e-6)
     assert out["num_positives"][2].numpy() == 0
     np.testing.assert_array_equal(out["cls_targets"][2].numpy(), -1)
+
+
+def test_zero_weight_gts_are_ignore_regions():
+    """A weight-0 GT (an uncertain pseudo-label) turns the anchors it would make positive into ignored ones,
+    never into positives or background, and does not take a real GT's anchors."""
+    anchors = generate_anchors((128, 128))
+    k = 16 * 16 * 9 + 5 * 8 * 9 + 4
+    exact = anchors[k].copy()
+    tiny = np.array([50.0, 70.0, 53.0, 72.0], np.float32)
+    far = np.array([90.0, 10.0, 120.0, 40.0], np.float32)
+    boxes = np.stack([exact, tiny, far])[None]
+    classes = np.array([[3, 1, 2]], np.int32)
+    full = assign_targets(boxes, classes, anchors, 4, 0.5, 0.4, gt_weights=np.ones((1, 3), np.float32))
+    part = assign_targets(boxes, classes, anchors, 4, 0.5, 0.4,
+                          gt_weights=np.array([[1.0, 0.0, 0.0]], np.float32))
+    pos_full, pos_part = full["positive"].numpy()[0], part["positive"].numpy()[0]
+    cls_part = part["cls_targets"].numpy()[0]
+    iou = _np_iou(anchors, np.stack([exact, tiny, far]))
+    # the real GT keeps exactly its positives; the other two GTs' positives become ignored
+    np.testing.assert_array_equal(pos_part, iou[:, 0] >= 0.5)
+    assert cls_part[k] == 2 and part["num_positives"].numpy()[0] == pos_part.sum()
+    gone = pos_full & ~pos_part
+    assert gone.sum() >= 2 and np.all(cls_part[gone] == -2)
+    assert cls_part[int(iou[:, 1].argmax())] == -2              # the tiny region's best anchor (IoU < 0.4)
+    np.testing.assert_array_equal(cls_part[(iou[:, 2] >= 0.4) & ~pos_part], -2)
+    # nowhere near a region or a GT, and no region's best anchor (ties included): background as before
+    clear = (iou.max(1) < 0.4) & (iou[:, 1] < iou[:, 1].max()) & (iou[:, 2] < iou[:, 2].max())
+    np.testing.assert_array_equal(cls_part[clear], -1)
+    # against the loop reference on a random batch with some weight-0 GTs
+    rng = np.random.default_rng(7)
+    yx = rng.uniform(0, 110, (2, 6, 2))
+    gt = np.concatenate([yx, yx + rng.uniform(2, 60, (2, 6, 2))], -1).astype(np.float32)
+    cl = rng.integers(1, 5, (2, 6)).astype(np.int32)
+    wt = np.where(rng.uniform(size=(2, 6)) < 0.4, 0.0, rng.uniform(0.2, 1.0, (2, 6))).astype(np.float32)
+    assert (wt == 0).any() and (wt > 0).any()
+    out = assign_targets(gt, cl, anchors, 5, 0.5, 0.4, gt_weights=wt)
+    for i in range(2):
+        ref = _np_assign(gt[i], cl[i], anchors, 0.5, 0.4, wt[i])
+        np.testing.assert_array_equal(out["cls_targets"][i].numpy(), ref[0])
+        np.testing.assert_allclose(out["box_targets"][i].numpy(), ref[1], atol=1e-4)
+        np.testing.assert_allclose(out["weights"][i].numpy(), ref[2], rtol=1e-6)
 
 
 def test_assign_targets_edge_cases():

@@ -8,7 +8,7 @@ import pytest
 from uncertainty_det.errors import UserError
 from uncertainty_det.ssl.pseudo_labels import (
     PSEUDO_COLUMNS, PseudoLabelError, PseudoLabelSelection, image_weights, normalised_certainty,
-    select_pseudo_labels,
+    select_ignore_regions, select_pseudo_labels,
 )
 from uncertainty_det.thresholding import MinMaxNormaliser, ThresholdModel
 
@@ -235,6 +235,29 @@ def test_combo_weight_mode_keeps_by_score_only():
     np.testing.assert_allclose(out["weight"], [0.8, 0.4, 0.3, 0.75, 0.8])
 
 
+# ------------------------------------------------------------------------------------------------ ignore regions
+
+
+def test_ignore_regions_are_unkept_candidates_above_ignore_score():
+    # score, tau 0.4: kept r0 r1 r3 r6 r5; candidates not kept: r2 (0.35); r4 (0.05) is below min_score 0.1
+    none = select_ignore_regions(_dets(), _sel(strategy="score"))
+    assert none.empty and list(none.columns) == list(PSEUDO_COLUMNS)
+    out = select_ignore_regions(_dets(), _sel(strategy="score", ignore_score=0.1))
+    assert _rows(out) == ["r2"] and out["weight"].tolist() == [0.0] and out["score"].tolist() == [0.35]
+    assert select_ignore_regions(_dets(), _sel(strategy="score", ignore_score=0.36)).empty
+    # below min_score a detection is no candidate, so no region either
+    assert _rows(select_ignore_regions(_dets(), _sel(strategy="score", ignore_score=0.0, min_score=0.1))) == ["r2"]
+    assert _rows(select_ignore_regions(_dets(), _sel(strategy="score", ignore_score=0.0, min_score=0.0))) == [
+        "r2", "r4"]
+    # combo at 0.22 keeps r0, r5: r1 (0.5), r3 (0.8), r6 (0.6) fail the uncertainty test, r2 the score
+    sel = _sel(strategy="combo", ignore_score=0.3)
+    regions = select_ignore_regions(_dets(), sel, threshold_model=_model(0.22))
+    assert _rows(regions) == ["r1", "r2", "r3", "r6"]
+    kept = select_pseudo_labels(_dets(), sel, threshold_model=_model(0.22))
+    assert _rows(kept) == ["r0", "r5"]                    # ignore_score leaves the pseudo-labels as they were
+    assert not set(_rows(kept)) & set(_rows(regions))
+
+
 # ------------------------------------------------------------------------------------------------ image weights
 
 
@@ -298,6 +321,8 @@ def test_missing_model_and_columns():
     ({"calibrated": "yes"}, "calibrated"),
     ({"strategy": "bad name"}, "strategy 'bad name'"),
     ({"strategy": ""}, "strategy ''"),
+    ({"ignore_score": 1.5}, "ignore_score"),
+    ({"ignore_score": "low"}, "ignore_score"),
 ])
 def test_selection_validation(kw, match):
     with pytest.raises(PseudoLabelError, match=match):

@@ -17,7 +17,7 @@ from uncertainty_det.model.heads import flatten_levels
 from uncertainty_det.model.training import DetectorTrainer, TrainerConfig, build_detector, train_detector
 from uncertainty_det.ssl.csd import csd_consistency_loss
 from uncertainty_det.ssl.training import (
-    CSDTrainer, MixedBatchTrainer, image_mean_weights, split_levels, zip_streams,
+    CSDTrainer, MixedBatchTrainer, consistency_levels, image_mean_weights, split_levels, zip_streams,
 )
 
 
@@ -70,6 +70,16 @@ def test_pseudo_weightings(parts):
     uniform = {**pseudo, "weights": tf.fill(tf.shape(pseudo["weights"]), 0.25)}
     scaled = pseudo_loss("image", uniform)
     assert scaled["pseudo_loss"] == pytest.approx(0.25 * off["pseudo_loss"], rel=1e-5)
+    # a weight-0 box is an ignore region whatever the weighting: off keeps it out of the loss (neither object
+    # nor background), and image means skip it
+    ignored_w = w.copy()
+    ignored_w[0, 1] = 0.0
+    ignored = {**pseudo, "weights": tf.constant(ignored_w)}
+    np.testing.assert_allclose(image_mean_weights(ignored).numpy(), [0.5, 0.3, 0.8], rtol=1e-6)
+    as_region = {**pseudo, "weights": tf.constant(np.where(ignored_w > 0, 1.0, 0.0).astype(np.float32))}
+    off_ignored = pseudo_loss("off", ignored)["pseudo_loss"]
+    assert off_ignored == pytest.approx(_plain(detector, anchors, as_region)["loss"], rel=1e-5)
+    assert off_ignored != pytest.approx(off["pseudo_loss"], rel=1e-4)
     with pytest.raises(UserError, match="weighting"):
         MixedBatchTrainer(detector, anchors, weighting="mean")
     with pytest.raises(UserError, match="unsup_weight"):
@@ -120,6 +130,25 @@ def test_csd_trainer_losses_and_ramp(parts):
         CSDTrainer(detector, anchors, total_steps=None)
     with pytest.raises(UserError, match="class reduction"):
         CSDTrainer(detector, anchors, total_steps=10, class_reduction="sum")
+    # csd levels: the consistency of the chosen pyramid levels only (the small config has levels 3..max)
+    fine = CSDTrainer(detector, anchors, ramp=False, levels=[4, 3])
+    fine.compile(optimizer=keras.optimizers.SGD(0.0))
+    assert fine.consistency_levels == (3, 4)
+    maps = [split_levels(t, shapes, a)[:2] for t in (o["cls"], o["box"], f["cls"], f["box"])]
+    ref_fine = csd_consistency_loss(*maps, a, cfg.num_classes)
+    got = fine.compute_losses(data, False)
+    assert float(got["cons_cls"]) == pytest.approx(float(ref_fine["cls"]), rel=1e-5)
+    assert float(got["cons_box"]) == pytest.approx(float(ref_fine["box"]), rel=1e-5)
+    assert float(got["cons_box"]) != pytest.approx(at0["cons_box"], rel=1e-3)
+
+
+@pytest.mark.parametrize("levels, message", [
+    ([2], r"integer in \[3, 5\]"), ([3, 3], "repeats"), ([], "no level"), ("3", "list"), ([True], "integer"),
+])
+def test_consistency_levels_checked(levels, message):
+    assert consistency_levels(None, 3, 5) == (3, 4, 5) and consistency_levels([5, 3], 3, 5) == (3, 5)
+    with pytest.raises(UserError, match=message):
+        consistency_levels(levels, 3, 5)
 
 
 def _stream(n, seed):

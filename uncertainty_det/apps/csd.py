@@ -33,14 +33,19 @@ def without_annotations(manifest, image_ids):
                     info=sub.info)
 
 
-def check_csd_options(csd: dict) -> None:
-    """The ``csd`` settings, checked before any data is loaded (one-line errors)."""
+def check_csd_options(csd: dict, model: dict | None = None) -> None:
+    """The ``csd`` settings (``csd.levels`` against the ``model`` config's pyramid levels when given), checked
+    before any data is loaded (one-line errors)."""
     from ..ssl.csd import check_csd_options as check_loss_options
 
     check_loss_options(str(csd["divergence"]), csd["background_threshold"], str(csd["background_scope"]),
                        str(csd["class_reduction"]))
     if isinstance(csd["ratio"], bool) or not isinstance(csd["ratio"], int) or csd["ratio"] < 1:
         raise UserError(f"csd.ratio={csd['ratio']!r} must be an integer >= 1 (unlabeled images per labeled one)")
+    if model is not None:
+        from ..ssl.training import consistency_levels
+
+        consistency_levels(csd["levels"], int(model["min_level"]), int(model["max_level"]))
 
 
 def run(plain: dict, tracker) -> dict:
@@ -58,7 +63,7 @@ def run(plain: dict, tracker) -> dict:
     ssl, csd = plain["ssl"], plain["csd"]
     if ssl["split"] not in SPLIT_METHODS:
         raise UserError(f"ssl.split={ssl['split']!r}: choose one of {', '.join(SPLIT_METHODS)}")
-    check_csd_options(csd)
+    check_csd_options(csd, plain["model"])
     spec = dataset_spec_from_config(plain["dataset"])
     pool = load_split(spec, str(ssl["pool_split"]))
     eval_manifest = load_split(spec, str(ssl["eval_split"]))
@@ -83,7 +88,7 @@ def run(plain: dict, tracker) -> dict:
         CSDTrainer, consistency_weight=float(csd["consistency_weight"]), ramp=bool(csd["ramp"]),
         divergence=str(csd["divergence"]), background_elimination=bool(csd["background_elimination"]),
         background_threshold=float(csd["background_threshold"]), background_scope=str(csd["background_scope"]),
-        class_reduction=str(csd["class_reduction"]))
+        class_reduction=str(csd["class_reduction"]), levels=csd["levels"])
     steps = trainer_cfg.steps_per_epoch or comp.steps_per_epoch
     tracker.log_params({"ssl/labeled_images": len(labeled), "ssl/unlabeled_images": len(unlabeled),
                         "csd/labeled_per_batch": comp.labeled_per_batch,

@@ -82,13 +82,17 @@ def copy_teacher(source: Path, stac_dir: Path) -> None:
     log.info("teacher and split copied from %s", source)
 
 
-def pseudo_manifest(pool_manifest, pseudo: pd.DataFrame):
+def pseudo_manifest(pool_manifest, pseudo: pd.DataFrame, ignore: pd.DataFrame | None = None):
     """A manifest of the pool images that have pseudo-labels, one annotation per pseudo box with its weight
-    as the annotation ``score`` (the input pipeline's per-box loss weight)."""
+    as the annotation ``score`` (the input pipeline's per-box loss weight), plus the ignore regions of those
+    images (``ignore``: weight-0 boxes, :func:`~uncertainty_det.ssl.pseudo_labels.select_ignore_regions`)."""
     from ..data.boxes import yxyx_to_xywh
     from ..data.manifest import Manifest
 
     images = [dict(pool_manifest.image(int(i))) for i in pd.unique(pseudo["image_id"])]
+    if ignore is not None and len(ignore):
+        regions = ignore[ignore["image_id"].isin(set(pseudo["image_id"]))].assign(weight=0.0)
+        pseudo = pd.concat([pseudo, regions], ignore_index=True)
     boxes = yxyx_to_xywh(pseudo[["ymin", "xmin", "ymax", "xmax"]].to_numpy(np.float64))
     weights = pseudo["weight"].to_numpy(np.float64) if "weight" in pseudo else np.ones(len(pseudo))
     annotations = [
@@ -208,7 +212,8 @@ class _Parts:
                 log_fn=log_fn, class_names=self.pool.class_names, input_size=size, seed=self.seed, extra_config=extra)
             return self.finish(ws, result.final_metrics, tracker)
 
-    def train_student(self, ws, k: int, labeled: list[int], pseudo: pd.DataFrame, teacher_ws) -> dict:
+    def train_student(self, ws, k: int, labeled: list[int], pseudo: pd.DataFrame, teacher_ws,
+                      ignore: pd.DataFrame | None = None) -> dict:
         from ..data.pipeline import build_manifest_dataset
         from ..model.training import make_map_evaluator, train_detector
         from ..ssl.batching import stac_batch_composition
@@ -219,7 +224,7 @@ class _Parts:
             return metrics
         ssl = self.plain["ssl"]
         size = tuple(self.detector.image_size)
-        manifest = pseudo_manifest(self.pool, pseudo)
+        manifest = pseudo_manifest(self.pool, pseudo, ignore)
         labeled_manifest = self.labeled_set(labeled)
         n_labeled, n_pseudo = len(labeled_manifest.image_ids), len(manifest.image_ids)
         comp = stac_batch_composition(n_labeled, n_pseudo, int(self.inputs.batch_size))
@@ -255,22 +260,30 @@ class _Parts:
 
 
 def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], selection, cli: list[str]):
-    """Round ``k``'s pseudo-labels (``pseudo_<k>/pseudo_labels.parquet``, reused when present) and their quality
-    against the hidden ground truth."""
+    """Round ``k``'s pseudo-labels (``pseudo_<k>/pseudo_labels.parquet``, reused when present), their quality
+    against the hidden ground truth, and the ignore regions (``pseudo_<k>/ignore_regions.parquet`` with
+    ``selection.ignore_score``, else ``None``): ``(pseudo, quality, ignore)``."""
     from ..data.pipeline import input_config_from_dict
     from ..evaluation.matching import gt_frame_from_manifest
     from ..inference.predictor import Predictor
     from ..io_utils import atomic_path, atomic_write_json
     from ..ssl.pseudo_gt import pseudo_label_report
-    from ..ssl.pseudo_labels import select_pseudo_labels
+    from ..ssl.pseudo_labels import select_ignore_regions, select_pseudo_labels
     from ..tables import write_detections
     from .child_stages import calibrate_and_threshold
 
     plain, ssl = parts.plain, parts.plain["ssl"]
     folder = parts.stac_dir / f"pseudo_{k}"
     path = folder / "pseudo_labels.parquet"
+    ignore_path = folder / "ignore_regions.parquet"
+    ignore = None
     if path.exists():
         pseudo = pd.read_parquet(path)
+        if selection.ignore_score is not None:
+            if not ignore_path.exists():
+                raise UserError(f"{folder} holds pseudo-labels selected without ignore regions; use another "
+                                f"run_name for selection.ignore_score={selection.ignore_score}")
+            ignore = pd.read_parquet(ignore_path)
     elif ssl.get("pseudo_source"):
         pseudo = read_pseudo_source(str(ssl["pseudo_source"]))
         pseudo = pseudo[pseudo["image_id"].isin(set(unlabeled))].reset_index(drop=True)
@@ -288,10 +301,15 @@ def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], select
         write_detections(frame, folder / "teacher_predictions.parquet",
                          metadata={"run_name": teacher_ws.run_name, "round": k})
         pseudo = select_pseudo_labels(frame, selection, threshold_model=model)
+        if selection.ignore_score is not None:
+            ignore = select_ignore_regions(frame, selection, threshold_model=model)
     if pseudo.empty:
         raise UserError(f"round {k}: no pseudo-label survives the selection ({selection.strategy}, tau "
                         f"{selection.tau}); lower selection.tau or check the teacher ({teacher_ws.root})")
     if not path.exists():
+        if ignore is not None:                           # first: pseudo_labels.parquet marks the round done
+            with atomic_path(ignore_path) as tmp:
+                ignore.to_parquet(tmp, index=False)
         with atomic_path(path) as tmp:
             pseudo.to_parquet(tmp, index=False)
         source = {"pseudo_source": str(ssl["pseudo_source"])} if ssl.get("pseudo_source") else {}
@@ -300,11 +318,13 @@ def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], select
     gt = gt_frame_from_manifest(parts.pool.subset(unlabeled))
     quality = {"pseudo_boxes": int(len(pseudo)), "pseudo_images": int(pseudo["image_id"].nunique()),
                "unlabeled_images": len(unlabeled), "mean_weight": float(pseudo["weight"].mean())}
+    if ignore is not None:
+        quality["ignore_regions"] = int(ignore["image_id"].isin(set(pseudo["image_id"])).sum())
     if len(gt):
         report = pseudo_label_report(pseudo, gt[gt["image_id"].isin(set(unlabeled))])
         quality.update({k2: v for k2, v in report.items() if isinstance(v, (int, float))})
     atomic_write_json(folder / "quality.json", quality)
-    return pseudo, quality
+    return pseudo, quality, ignore
 
 
 def run(plain: dict, tracker, cli: list[str]) -> dict:
@@ -325,6 +345,9 @@ def run(plain: dict, tracker, cli: list[str]) -> dict:
         selection = PseudoLabelSelection(**plain["selection"])
     except TypeError as exc:
         raise UserError(f"invalid selection config: {exc}") from exc
+    if selection.ignore_score is not None and ssl.get("pseudo_source"):
+        raise UserError(f"selection.ignore_score={selection.ignore_score} needs the teacher's detections; with "
+                        f"ssl.pseudo_source the pseudo-labels come from a table: drop one of the two")
     spec = dataset_spec_from_config(plain["dataset"])
     pool = load_split(spec, str(ssl["pool_split"]))
     eval_manifest = load_split(spec, str(ssl["eval_split"]))
@@ -343,11 +366,11 @@ def run(plain: dict, tracker, cli: list[str]) -> dict:
     log.info("teacher: mAP@0.5 %.4f on %s", teacher.get("map/AP50", float("nan")), ssl["eval_split"])
     current = teacher_ws
     for k in range(int(ssl["selftrain_rounds"]) + 1):
-        pseudo, quality = pseudo_round(k, parts, current, unlabeled, selection, cli)
+        pseudo, quality, ignore = pseudo_round(k, parts, current, unlabeled, selection, cli)
         tracker.log_metrics({f"pseudo/{key}": float(v) for key, v in quality.items()
                              if isinstance(v, (int, float)) and math.isfinite(v)}, step=k)
         student_ws = run_workspace(stac_dir, f"student_{k}")
-        student = parts.train_student(student_ws, k, labeled, pseudo, current)
+        student = parts.train_student(student_ws, k, labeled, pseudo, current, ignore)
         summary["rounds"].append({"round": k, "teacher": current.run_name, "pseudo": quality, "student": student})
         tracker.log_metrics({f"student/{key}": v for key, v in student.items() if key.startswith("map/")
                              and math.isfinite(v)}, step=k)

@@ -8,7 +8,8 @@ key             dtype, shape               meaning
 ``image``       float32 ``[B,H,W,3]``      ``(rgb - mean) / std``; padding is exactly 0
 ``boxes``       float32 ``[B,M,4]``        ``[ymin, xmin, ymax, xmax]`` in model-input pixels; 0 padding
 ``classes``     int32 ``[B,M]``            1-based class ids; -1 padding
-``weights``     float32 ``[B,M]``          per-box weight = annotation ``score`` (1.0 for GT); 0 padding
+``weights``     float32 ``[B,M]``          per-box weight = annotation ``score`` (1.0 for GT; 0 on a real box:
+                                           an ignore region for the target assigner); 0 padding
 ``num_boxes``   int32 ``[B]``              number of real boxes
 ``image_id``    int64 ``[B]``              manifest image id
 ``scale``       float32 ``[B]``            model px per original px (divide predictions by it)

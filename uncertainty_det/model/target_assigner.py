@@ -7,8 +7,11 @@ own best anchor (argmax over anchors), so even a tiny GT with IoU < ``match_thre
 if several GTs claim the same anchor, the one with the highest IoU with it wins
 (ties: the lowest GT index).
 
-Padding GTs (class ``<= 0``, normally ``-1``) and zero-area GTs never match. Graph-compatible: no Python loops
-over boxes; usable inside ``tf.function`` and ``tf.data``.
+Padding GTs (class ``<= 0``, normally ``-1``) and zero-area GTs never match. A GT of weight 0 (``gt_weights``)
+is an ignore region: it never matches nor force-matches, and the anchors that would be its positives (IoU
+``>= unmatched_threshold`` with it, or its best anchor) become ignored (``-2``) unless a real GT makes them
+positive; e.g. an uncertain pseudo-label that should count neither as an object nor as background.
+Graph-compatible: no Python loops over boxes; usable inside ``tf.function`` and ``tf.data``.
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ def assign_targets(
         ``InvalidArgumentError``.
       match_threshold: IoU at or above which an anchor is positive.
       unmatched_threshold: IoU below which an anchor is background; in between it is ignored.
-      gt_weights: optional ``[B, M]`` float per-GT weights (e.g. pseudo-label confidence); default 1.
+      gt_weights: optional ``[B, M]`` float per-GT weights (e.g. pseudo-label confidence); default 1. A weight
+        ``<= 0`` makes the GT an ignore region (module docstring).
 
     Returns:
       dict with
@@ -102,15 +106,23 @@ def assign_targets(
 
     gt_h = gt_boxes[..., 2] - gt_boxes[..., 0]
     gt_w = gt_boxes[..., 3] - gt_boxes[..., 1]
-    valid = (gt_classes >= 1) & (gt_h > 0) & (gt_w > 0)  # [B, M]
+    drawn = (gt_classes >= 1) & (gt_h > 0) & (gt_w > 0)  # [B, M]
+    valid = drawn & (gt_weights > 0.0)
+    ignore_gt = drawn & tf.logical_not(gt_weights > 0.0)
     check = tf.debugging.assert_less_equal(
-        tf.where(valid, gt_classes, 0),
+        tf.where(drawn, gt_classes, 0),
         tf.constant(int(num_classes), tf.int32),
         message=f"assign_targets: a GT class id is larger than num_classes={int(num_classes)} (ids are 1-based)",
     )
     with tf.control_dependencies([check] if check is not None else []):
-        iou = iou_matrix(anchors, gt_boxes)  # [B, N, M]
-    iou = tf.where(valid[:, None, :], iou, -1.0)
+        raw_iou = iou_matrix(anchors, gt_boxes)  # [B, N, M]
+    iou = tf.where(valid[:, None, :], raw_iou, -1.0)
+    # Ignore regions: anchors with IoU >= unmatched_threshold with a weight-0 GT, and each one's best anchor.
+    region_iou = tf.where(ignore_gt[:, None, :], raw_iou, -1.0)
+    region_best = tf.reduce_max(region_iou, axis=1, keepdims=True)  # [B, 1, M]
+    in_region = tf.reduce_any(
+        (region_iou >= unmatched_threshold) | ((region_iou >= region_best) & (region_best > 0.0)), axis=-1
+    )  # [B, N]
 
     # Per-anchor argmax over GTs.
     best_gt = tf.argmax(iou, axis=-1, output_type=tf.int32)  # [B, N]
@@ -137,7 +149,7 @@ def assign_targets(
 
     matched_gt = tf.where(forced, forced_gt, best_gt)  # [B, N]
     positive = forced | (best_iou >= match_threshold)
-    ignore = tf.logical_not(positive) & (best_iou >= unmatched_threshold)
+    ignore = tf.logical_not(positive) & ((best_iou >= unmatched_threshold) | in_region)
 
     matched_cls = tf.gather(gt_classes, matched_gt, batch_dims=1)  # [B, N]
     cls_targets = tf.where(positive, matched_cls - 1, tf.where(ignore, -2, -1))

@@ -274,8 +274,8 @@ def csd_consistency_loss(
       class_reduction: ``"anchor"`` (default) or ``"image"`` (reference), see above.
 
     Returns:
-      dict of float32 scalars: ``cls`` (class term, nats per kept anchor, or per image with ``"image"``), ``box`` (box term, squared code units),
-      ``mask_fraction`` (kept anchors / all anchors over all levels, a diagnostic without gradient).
+      dict of float32 scalars: ``cls`` (class term, nats per kept anchor, or per image with ``"image"``),
+      ``box`` (box term, squared code units), ``mask_fraction`` (kept anchors / all anchors over all levels, a diagnostic without gradient).
 
     Raises:
       CSDConfigError: mismatched level lists or shapes, wrong channel counts, unknown ``divergence``,

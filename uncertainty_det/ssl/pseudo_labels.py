@@ -33,7 +33,14 @@ Defects of the reference fixed here (reference §8 item 13):
   ``"both"`` keep ``c > certainty_min``.
 
 A detection whose value is NaN cannot be judged and is never kept. Images left without a box are not
-returned. :func:`image_weights` gives the per-image loss weight ``s_i`` (the mean box weight) of
+returned.
+
+Ignore regions (``ignore_score``, off by default; :func:`select_ignore_regions`): the candidates with
+``score >= ignore_score`` that the rules above did not keep. They go into the student's pseudo-labelled
+images as boxes of weight 0, which the target assigner turns into ignored anchors: an object the teacher saw
+but was unsure of is then neither learned as an object nor, as without them, as background (at 10 % labels of
+the synthetic set, 23 % of the unlabeled objects have their best teacher detection in [0.1, 0.4), 62 % of
+what ``tau = 0.4`` misses). :func:`image_weights` gives the per-image loss weight ``s_i`` (the mean box weight) of
 reference §5.1.
 """
 from __future__ import annotations
@@ -87,7 +94,9 @@ class PseudoLabelSelection:
     ``use="weight"`` disables the certainty filter); calibrated: read the ``_cal`` columns (for ``score``
     / a column: ``<column>_cal`` where the table has it, else the column itself; ``combo`` reads the
     measures its threshold model names); relative: box σ relative to the predicted box size (``σ / [h, w,
-    h, w]``) for the multi-component strategies, mean pixel σ otherwise.
+    h, w]``) for the multi-component strategies, mean pixel σ otherwise; ignore_score: candidates with
+    ``score >= ignore_score`` that are not kept become ignore regions (:func:`select_ignore_regions`;
+    ``None``: none).
     """
 
     strategy: str = "score"
@@ -98,6 +107,7 @@ class PseudoLabelSelection:
     certainty_min: float = 0.0
     calibrated: bool = False
     relative: bool = True
+    ignore_score: float | None = None
 
     def __post_init__(self) -> None:
         s = self.strategy
@@ -121,6 +131,11 @@ class PseudoLabelSelection:
         if not 0.0 <= c_min < 1.0:
             raise PseudoLabelError(f"pseudo-label certainty_min must be in [0, 1) (normalised certainty), got "
                                    f"{self.certainty_min!r}; use='weight' keeps boxes regardless of certainty")
+        if self.ignore_score is not None:
+            ignore = _number("ignore_score", self.ignore_score)
+            if not 0.0 <= ignore <= 1.0:
+                raise PseudoLabelError(f"pseudo-label ignore_score must be in [0, 1] (a detection score) or null "
+                                       f"(no ignore regions), got {self.ignore_score!r}")
         for name in ("calibrated", "relative"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise PseudoLabelError(f"pseudo-label {name} must be true or false, got {getattr(self, name)!r}")
@@ -224,6 +239,40 @@ def select_pseudo_labels(detections: pd.DataFrame, selection: PseudoLabelSelecti
     is the strategy's per-box value; ``weight`` in [0, 1] (higher = more trustworthy) is 1.0 with
     ``use="filter"``.
     """
+    cands, keep, score, value, weight = _decide(detections, selection, threshold_model)
+    return _frame(cands, keep, score, value, weight)
+
+
+def select_ignore_regions(detections: pd.DataFrame, selection: PseudoLabelSelection = PseudoLabelSelection(),
+                          threshold_model: Any = None) -> pd.DataFrame:
+    """The ignore regions of a teacher's Detections table (module docstring): the candidates with
+    ``score >= selection.ignore_score`` that :func:`select_pseudo_labels` does not keep, as a frame with
+    :data:`PSEUDO_COLUMNS` and ``weight`` 0 (the input pipeline's per-box weight; the target assigner makes a
+    weight-0 box an ignore region). Empty when ``selection.ignore_score`` is ``None``. Same arguments as
+    :func:`select_pseudo_labels`."""
+    cands, keep, score, value, _ = _decide(detections, selection, threshold_model)
+    if selection.ignore_score is None:
+        keep_region = np.zeros(keep.shape, dtype=bool)
+    else:
+        keep_region = ~keep & (score >= float(selection.ignore_score))
+    return _frame(cands, keep_region, score, value, np.zeros(keep.shape))
+
+
+def _frame(cands: pd.DataFrame, keep: np.ndarray, score: np.ndarray, value: np.ndarray,
+           weight: np.ndarray) -> pd.DataFrame:
+    kept = cands.iloc[np.flatnonzero(keep)]
+    return pd.DataFrame({
+        "image_id": kept["image_id"].to_numpy(dtype=np.int64),
+        "class_id": kept["class_id"].to_numpy(dtype=np.int64),
+        **{c: kept[c].to_numpy(dtype=np.float64) for c in CORNERS},
+        "score": score[keep],
+        "value": value[keep],
+        "weight": weight[keep],
+    })
+
+
+def _decide(detections: pd.DataFrame, selection: PseudoLabelSelection, threshold_model: Any):
+    """``(candidates, keep, score, value, weight)``: the candidate rows and per-candidate arrays ``[n]``."""
     sel = selection
     if not isinstance(sel, PseudoLabelSelection):
         raise PseudoLabelError(f"selection must be a PseudoLabelSelection, got {type(sel).__name__}")
@@ -265,16 +314,7 @@ def select_pseudo_labels(detections: pd.DataFrame, selection: PseudoLabelSelecti
         keep = value > sel.tau                       # NaN > tau is False
         if sel.weights:
             weight = np.clip(value, 0.0, 1.0)
-    kept = cands.iloc[np.flatnonzero(keep)]
-    out = pd.DataFrame({
-        "image_id": kept["image_id"].to_numpy(dtype=np.int64),
-        "class_id": kept["class_id"].to_numpy(dtype=np.int64),
-        **{c: kept[c].to_numpy(dtype=np.float64) for c in CORNERS},
-        "score": score[keep],
-        "value": value[keep],
-        "weight": np.asarray(weight, dtype=np.float64)[keep],
-    })
-    return out
+    return cands, keep, score, np.asarray(value, dtype=np.float64), np.asarray(weight, dtype=np.float64)
 
 
 def image_weights(pseudo: pd.DataFrame) -> pd.Series:

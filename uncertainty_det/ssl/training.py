@@ -8,7 +8,7 @@ Batches are dicts ``{"labeled": batch, "pseudo": batch}`` (STAC) or ``{"labeled"
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -37,10 +37,11 @@ def zip_streams(first: tf.data.Dataset, second: tf.data.Dataset, names=("labeled
 
 
 def image_mean_weights(batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """``[b]`` mean per-box weight of each image over its real boxes (``classes >= 1``); 1 for an image
-    without boxes."""
-    valid = tf.cast(batch["classes"] > 0, tf.float32)
-    total = tf.reduce_sum(tf.cast(batch["weights"], tf.float32) * valid, axis=-1)
+    """``[b]`` mean per-box weight of each image over its real boxes (``classes >= 1``, weight > 0: a weight-0
+    box is an ignore region, not a pseudo-label); 1 for an image without boxes."""
+    weights = tf.cast(batch["weights"], tf.float32)
+    valid = tf.cast((batch["classes"] > 0) & (weights > 0.0), tf.float32)
+    total = tf.reduce_sum(weights * valid, axis=-1)
     count = tf.reduce_sum(valid, axis=-1)
     return tf.where(count > 0, total / tf.maximum(count, 1.0), 1.0)
 
@@ -54,6 +55,30 @@ def _check_weight(name: str, value: float) -> float:
     if not value >= 0.0:
         raise SSLConfigError(f"{name}={value!r} must be >= 0")
     return value
+
+
+def consistency_levels(levels, min_level: int, max_level: int) -> tuple[int, ...]:
+    """The pyramid levels CSD's consistency covers: ``levels`` checked against ``[min_level, max_level]``
+    (sorted, no repeats), or every level for ``None``."""
+    if levels is None:
+        return tuple(range(min_level, max_level + 1))
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence):
+        raise SSLConfigError(f"csd levels={levels!r} must be a list of pyramid levels, e.g. [3, 4], or null for all")
+    out = []
+    for lvl in levels:
+        if isinstance(lvl, bool) or not isinstance(lvl, int) or not min_level <= lvl <= max_level:
+            raise SSLConfigError(f"csd levels={list(levels)!r}: each must be a pyramid level of the model, an "
+                                 f"integer in [{min_level}, {max_level}]")
+        if lvl in out:
+            raise SSLConfigError(f"csd levels={list(levels)!r} repeats level {lvl}")
+        out.append(lvl)
+    if not out:
+        raise SSLConfigError("csd levels=[] covers no level; give at least one, or null for all")
+    return tuple(sorted(out))
+
+
+def _pick(maps: list, indices: Sequence[int]) -> list:
+    return [maps[i] for i in indices]
 
 
 class _SupervisedValidation(DetectorTrainer):
@@ -78,7 +103,8 @@ class MixedBatchTrainer(_SupervisedValidation):
 
     Args:
       unsup_weight: λ of the pseudo-labelled term (reference ``stac_lambda`` 1.0).
-      weighting: one of :data:`PSEUDO_WEIGHTINGS`.
+      weighting: one of :data:`PSEUDO_WEIGHTINGS`. Whatever the weighting, a pseudo box of weight 0 is an
+        ignore region (``selection.ignore_score``): its anchors add no loss, neither as object nor as background.
       total_steps: unused (the factory signature of ``train_detector``).
 
     Extra metrics: ``sup_loss``, ``pseudo_loss`` (the pseudo part before λ). ``loss``, ``cls_loss`` and
@@ -102,7 +128,9 @@ class MixedBatchTrainer(_SupervisedValidation):
         if self.weighting == "box":
             return dict(batch), None
         image_weights = image_mean_weights(batch) if self.weighting == "image" else None
-        return {**batch, "weights": tf.ones_like(tf.cast(batch["weights"], tf.float32))}, image_weights
+        # per-box weights off, but weight-0 boxes stay ignore regions (target_assigner)
+        weights = tf.cast(batch["weights"], tf.float32)
+        return {**batch, "weights": tf.where(weights > 0.0, 1.0, 0.0)}, image_weights
 
     def compute_losses(self, data: Mapping[str, Mapping[str, tf.Tensor]], training: bool) -> dict[str, tf.Tensor]:
         labeled, pseudo = data["labeled"], data["pseudo"]
@@ -138,6 +166,10 @@ class CSDTrainer(_SupervisedValidation):
       consistency_weight: multiplies the consistency term (after the ramp).
       divergence, background_elimination, background_threshold, background_scope, class_reduction: as
         :func:`~uncertainty_det.ssl.csd.csd_consistency_loss`.
+      levels: the pyramid levels the consistency loss covers (e.g. ``(3, 4)``; default ``None``: all, as the
+        reference). Coarse levels of a network with stride-2 'same' padding encode absolute position (their
+        features do not mirror, ``experiments/ssl/flip_equivariance.py``), so mirror consistency there pulls
+        against the architecture rather than towards a flip-invariant detector.
 
     Extra metrics: ``sup_loss``, ``cons_cls``, ``cons_box``, ``cons_weight`` (w(t)), ``mask_fraction``.
     """
@@ -145,7 +177,7 @@ class CSDTrainer(_SupervisedValidation):
     def __init__(self, detector, anchors, total_steps: int | None = None, consistency_weight: float = 1.0,
                  ramp: bool = True, divergence: str = "jsd", background_elimination: bool = True,
                  background_threshold: float = 0.4, background_scope: str = "image",
-                 class_reduction: str = "anchor", **kwargs):
+                 class_reduction: str = "anchor", levels: Sequence[int] | None = None, **kwargs):
         super().__init__(detector, anchors, **kwargs)
         if ramp and not total_steps:
             raise SSLConfigError("CSD's ramp needs total_steps (epochs x steps per epoch) > 0")
@@ -163,6 +195,7 @@ class CSDTrainer(_SupervisedValidation):
             if level >= cfg.min_level:
                 self.level_shapes.append((h, w))
             h, w = -(-h // 2), -(-w // 2)
+        self.consistency_levels = consistency_levels(levels, cfg.min_level, cfg.max_level)
         self._remember_supervised_names()
         for name in ("sup_loss", "cons_cls", "cons_box", "cons_weight", "mask_fraction"):
             self.trackers[name] = keras.metrics.Mean(name=name)
@@ -179,8 +212,9 @@ class CSDTrainer(_SupervisedValidation):
         raw = self.detector(images, training=training)
         flipped = self.detector(tf.image.flip_left_right(images), training=training)
         sup = self.losses_from_outputs(_take(raw, 0, n), labeled)
-        cls_o, box_o = self._maps(raw)
-        cls_f, box_f = self._maps(flipped)
+        keep = [lvl - self.detector_config.min_level for lvl in self.consistency_levels]
+        cls_o, box_o = (_pick(m, keep) for m in self._maps(raw))
+        cls_f, box_f = (_pick(m, keep) for m in self._maps(flipped))
         cons = csd_consistency_loss(cls_o, box_o, cls_f, box_f, self.detector_config.num_anchors,
                                     self.detector_config.num_classes, **self.csd_options)
         if self.ramp:
