@@ -8,7 +8,7 @@ import pytest
 from uncertainty_det.errors import UserError
 from uncertainty_det.ssl.pseudo_labels import (
     PSEUDO_COLUMNS, PseudoLabelError, PseudoLabelSelection, image_weights, normalised_certainty,
-    select_ignore_regions, select_pseudo_labels,
+    select_ignore_regions, select_pseudo_labels, select_pseudo_labels_and_ignore_regions,
 )
 from uncertainty_det.thresholding import MinMaxNormaliser, ThresholdModel
 
@@ -256,6 +256,9 @@ def test_ignore_regions_are_unkept_candidates_above_ignore_score():
     kept = select_pseudo_labels(_dets(), sel, threshold_model=_model(0.22))
     assert _rows(kept) == ["r0", "r5"]                    # ignore_score leaves the pseudo-labels as they were
     assert not set(_rows(kept)) & set(_rows(regions))
+    both = select_pseudo_labels_and_ignore_regions(_dets(), sel, threshold_model=_model(0.22))
+    pd.testing.assert_frame_equal(both[0], kept)
+    pd.testing.assert_frame_equal(both[1], regions)
 
 
 # ------------------------------------------------------------------------------------------------ image weights

@@ -268,7 +268,7 @@ def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], select
     from ..inference.predictor import Predictor
     from ..io_utils import atomic_path, atomic_write_json
     from ..ssl.pseudo_gt import pseudo_label_report
-    from ..ssl.pseudo_labels import select_ignore_regions, select_pseudo_labels
+    from ..ssl.pseudo_labels import select_pseudo_labels_and_ignore_regions
     from ..tables import write_detections
     from .child_stages import calibrate_and_threshold
 
@@ -300,9 +300,8 @@ def pseudo_round(k: int, parts: _Parts, teacher_ws, unlabeled: list[int], select
             "re-run the same udet-stac command to resume")
         write_detections(frame, folder / "teacher_predictions.parquet",
                          metadata={"run_name": teacher_ws.run_name, "round": k})
-        pseudo = select_pseudo_labels(frame, selection, threshold_model=model)
-        if selection.ignore_score is not None:
-            ignore = select_ignore_regions(frame, selection, threshold_model=model)
+        pseudo, regions = select_pseudo_labels_and_ignore_regions(frame, selection, threshold_model=model)
+        ignore = regions if selection.ignore_score is not None else None
     if pseudo.empty:
         raise UserError(f"round {k}: no pseudo-label survives the selection ({selection.strategy}, tau "
                         f"{selection.tau}); lower selection.tau or check the teacher ({teacher_ws.root})")

@@ -248,7 +248,7 @@ def csd_consistency_loss(
       kept anchor contributes 0). The term is at most ``ln 2`` (JSD) whatever the image size or the number of
       kept anchors, so it stays on the scale of the focal loss;
     * ``"image"``: summed over the kept anchors and divided by the batch size ``B`` (the reference). The sum
-      grows with the number of kept anchors (hundreds per image early in training) and then outweighs the
+      grows with the number of kept anchors (thousands per image early in training on the tiny model) and then outweighs the
       supervised focal loss, whose cheapest answer is equal logits for every class at every anchor: on the
       synthetic 10 % split it collapsed the detector (``experiments/ssl/README.md``).
 

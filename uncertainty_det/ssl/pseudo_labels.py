@@ -250,12 +250,20 @@ def select_ignore_regions(detections: pd.DataFrame, selection: PseudoLabelSelect
     :data:`PSEUDO_COLUMNS` and ``weight`` 0 (the input pipeline's per-box weight; the target assigner makes a
     weight-0 box an ignore region). Empty when ``selection.ignore_score`` is ``None``. Same arguments as
     :func:`select_pseudo_labels`."""
-    cands, keep, score, value, _ = _decide(detections, selection, threshold_model)
+    return select_pseudo_labels_and_ignore_regions(detections, selection, threshold_model)[1]
+
+
+def select_pseudo_labels_and_ignore_regions(detections: pd.DataFrame,
+                                            selection: PseudoLabelSelection = PseudoLabelSelection(),
+                                            threshold_model: Any = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(pseudo_labels, ignore_regions)`` as :func:`select_pseudo_labels` and :func:`select_ignore_regions`
+    return them, from one pass of the selection rules (``combo`` scores the candidates once)."""
+    cands, keep, score, value, weight = _decide(detections, selection, threshold_model)
     if selection.ignore_score is None:
-        keep_region = np.zeros(keep.shape, dtype=bool)
+        region = np.zeros(keep.shape, dtype=bool)
     else:
-        keep_region = ~keep & (score >= float(selection.ignore_score))
-    return _frame(cands, keep_region, score, value, np.zeros(keep.shape))
+        region = ~keep & (score >= float(selection.ignore_score))
+    return _frame(cands, keep, score, value, weight), _frame(cands, region, score, value, np.zeros(keep.shape))
 
 
 def _frame(cands: pd.DataFrame, keep: np.ndarray, score: np.ndarray, value: np.ndarray,
